@@ -1,0 +1,26 @@
+# Two commands from a fresh clone:  make demo  (set up + train + evaluate)  and  make test  (set up + tests).
+# torch is pinned here, not in pyproject.toml: torch==2.14.1 with torchvision==0.29.1 is the pair that
+# torch-fidelity imports with (research/feasibility.md); an unpinned torch pulls the newest CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup test demo clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH) -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/fewstep train recipes/fm_toy.yaml
+	$(VENV)/bin/fewstep eval runs/fm_toy
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

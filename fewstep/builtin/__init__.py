@@ -1,0 +1,139 @@
+"""The core's built-in components, registered through the same hooks and entry point as any plugin.
+
+This module and its Config models import no torch: factories are ``"module:attr"`` strings that
+are imported only when a component is built, so ``fewstep check`` and ``fewstep plugins`` stay fast.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from fewstep import ComponentConfig, hookimpl
+
+
+# --- interpolants ------------------------------------------------------------------------------
+class InterpolantConfig(ComponentConfig):
+    sigma_d: float = Field(0.5, gt=0, description="Std of the data and of the prior N(0, sigma_d^2 I) (IMM Table 5: 0.5).")
+    eps: float = Field(0.006, ge=0, lt=1, description="Smallest time eps_t (IMM App. I.1: 0.006 for pixels, 0 for latents).")
+    T: float = Field(0.994, gt=0, le=1, description="Largest time T, where sampling starts (IMM App. I.1: 0.994 for OT-FM).")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.eps >= self.T:
+            raise ValueError(f"eps must be smaller than T (got eps={self.eps}, T={self.T})")
+        return self
+
+
+class CosineConfig(InterpolantConfig):
+    T: float = Field(0.996, gt=0, le=1, description="Largest time T (IMM App. I.1: 0.996 for the cosine path, eta_max ~ 160).")
+
+
+@hookimpl
+def fewstep_register_interpolants(registry):
+    registry.add("ot_fm", "fewstep.interpolants:build_ot_fm", InterpolantConfig,
+                 "OT-FM / rectified flow path: alpha_t = 1 - t, sigma_t = t")
+    registry.add("vp_cosine", "fewstep.interpolants:build_vp_cosine", CosineConfig,
+                 "variance-preserving cosine path: alpha_t = cos(pi t/2), sigma_t = sin(pi t/2)")
+
+
+# --- networks ----------------------------------------------------------------------------------
+class MLPConfig(ComponentConfig):
+    width: int = Field(256, ge=1, description="Hidden units per layer.")
+    depth: int = Field(4, ge=1, description="Number of hidden layers.")
+    emb_dim: int = Field(128, ge=2, description="Width of the (t, s, label) embedding.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
+
+
+@hookimpl
+def fewstep_register_networks(registry):
+    registry.add("mlp", "fewstep.networks.mlp:build_mlp", MLPConfig,
+                 "MLP with sinusoidal t/s embeddings, for 2D and other flat data")
+
+
+# --- kernels -----------------------------------------------------------------------------------
+class LaplaceConfig(ComponentConfig):
+    eps: float = Field(1e-8, gt=0, description="Floor on the distance, so the gradient at 0 is defined (IMM §4.2).")
+
+
+class NoConfig(ComponentConfig):
+    pass
+
+
+@hookimpl
+def fewstep_register_kernels(registry):
+    registry.add("laplace", "fewstep.kernels:build_laplace", LaplaceConfig,
+                 "exp(-w ||a-b|| / D), IMM's default kernel")
+    registry.add("rbf", "fewstep.kernels:build_rbf", NoConfig, "exp(-w^2 ||a-b||^2 / 2D)")
+    registry.add("energy", "fewstep.kernels:build_energy", NoConfig,
+                 "-w^2 ||a-b||^2 / D; with one particle IMM becomes CT with an L2 loss")
+
+
+# --- samplers ----------------------------------------------------------------------------------
+class SamplerConfig(ComponentConfig):
+    schedule: Literal["uniform", "eta", "edm"] = Field(
+        "uniform", description="Time grid: uniform in t; 'eta' through mid_etas; 'edm' rho-schedule in eta.")
+    mid_etas: list[float] = Field(
+        [1.4], description="Intermediate eta values for the 'eta' schedule when their count is steps-1 "
+                           "(IMM App. I.2: 2 steps through eta = 1.4).")
+    rho: float = Field(7.0, gt=0, description="rho of the 'edm' schedule (Karras et al. 2022).")
+
+
+@hookimpl
+def fewstep_register_samplers(registry):
+    registry.add("pushforward", "fewstep.samplers:build_pushforward", SamplerConfig,
+                 "x <- f(x, t_next, t): one flow-map step per step (IMM Alg. 2)")
+    registry.add("restart", "fewstep.samplers:build_restart", SamplerConfig,
+                 "jump to eps, re-noise to the next time (multistep consistency; IMM Alg. 5)")
+    registry.add("euler", "fewstep.samplers:build_euler", SamplerConfig,
+                 "Euler steps of the ODE with the flow map's velocity")
+    registry.add("heun", "fewstep.samplers:build_heun", SamplerConfig,
+                 "Heun (2nd order) steps of the ODE; 2 NFE per step")
+
+
+# --- datasets ----------------------------------------------------------------------------------
+class EightGaussiansConfig(ComponentConfig):
+    radius: float = Field(2.0, gt=0, description="Radius of the circle of centres (before normalisation).")
+    std: float = Field(0.1, gt=0, description="Std of each Gaussian (before normalisation).")
+
+
+class CheckerboardConfig(ComponentConfig):
+    squares: int = Field(4, ge=2, description="Cells per side of the board on [-2, 2]^2.")
+
+
+class MoonsConfig(ComponentConfig):
+    noise: float = Field(0.05, ge=0, description="Std of the Gaussian noise added to each moon.")
+
+
+class SpiralConfig(ComponentConfig):
+    turns: float = Field(1.5, gt=0, description="Number of turns of the 2D swiss roll.")
+    noise: float = Field(0.05, ge=0, description="Relative std of the Gaussian noise.")
+
+
+@hookimpl
+def fewstep_register_datasets(registry):
+    toy = "fewstep.builtin.factories:build_toy"
+    registry.add("eight_gaussians", toy, EightGaussiansConfig, "8 Gaussians on a circle (2D toy)")
+    registry.add("checkerboard", toy, CheckerboardConfig, "uniform on a checkerboard's black cells (2D toy)")
+    registry.add("moons", toy, MoonsConfig, "two interleaved half circles (2D toy)")
+    registry.add("spiral", toy, SpiralConfig, "2D swiss roll (2D toy)")
+
+
+# --- metrics -----------------------------------------------------------------------------------
+class SW2Config(ComponentConfig):
+    n_projections: int = Field(512, ge=1, description="Random directions for sliced Wasserstein-2.")
+
+
+class MMDConfig(ComponentConfig):
+    bandwidths: Optional[list[float]] = Field(
+        None, description="Gaussian kernel bandwidths; null = median heuristic x (0.5, 1, 2).")
+
+
+@hookimpl
+def fewstep_register_metrics(registry):
+    registry.add("sw2", "fewstep.builtin.factories:build_sw2", SW2Config,
+                 "sliced Wasserstein-2 distance to fresh data (points)")
+    registry.add("mmd", "fewstep.builtin.factories:build_mmd", MMDConfig,
+                 "Gaussian-kernel MMD^2 (V-statistic) to fresh data (points)")
+    registry.add("energy", "fewstep.builtin.factories:build_energy_distance", NoConfig,
+                 "energy distance to fresh data (points)")

@@ -1,0 +1,45 @@
+"""Factories of the built-in datasets and metrics (imported only when one is built)."""
+from __future__ import annotations
+
+
+from fewstep.data.toy import ToyDataset
+from fewstep.eval import toy_metrics
+
+
+def _params(cfg) -> dict:
+    return cfg.model_dump(exclude={"name"})
+
+
+def build_toy(cfg, sigma_d: float = 0.5) -> ToyDataset:
+    """A 2D toy set named by the registry entry, normalised to overall std sigma_d."""
+    return ToyDataset(cfg.name, sigma_d, **_params(cfg))
+
+
+class PointMetric:
+    """A metric between two point sets, called as ``metric(samples, reference, generator)``."""
+
+    kind = "points"
+
+    def __init__(self, name: str, fn, **kwargs):
+        self.name, self._fn, self._kwargs = name, fn, kwargs
+
+    def __call__(self, x, y, generator=None) -> float:
+        kwargs = dict(self._kwargs)
+        if "generator" in kwargs:
+            kwargs["generator"] = generator
+        return float(self._fn(x, y, **kwargs))
+
+
+def build_sw2(cfg) -> PointMetric:
+    return PointMetric("sw2", toy_metrics.sliced_wasserstein2, n_projections=cfg.n_projections, generator=None)
+
+
+def build_mmd(cfg) -> PointMetric:
+    bw = tuple(cfg.bandwidths) if cfg.bandwidths else None
+    return PointMetric("mmd", toy_metrics.mmd_rbf, bandwidths=bw)
+
+
+def build_energy_distance(cfg) -> PointMetric:
+    return PointMetric("energy", toy_metrics.energy_distance)
+
+

@@ -1,0 +1,53 @@
+"""The ``fewstep`` command line: one module per command, heavy imports inside the commands.
+
+``main()`` maps every :class:`~fewstep.errors.FewstepError` to clean lines on stderr (exit 2 for
+input to fix, 1 for a failed run) with no traceback unless ``FEWSTEP_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from fewstep.errors import FewstepError
+
+app = typer.Typer(
+    name="fewstep",
+    help="Train and compare few-step generative models (IMM, consistency training, flow matching).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from fewstep.cli import check, eval as eval_cmd, plugins, sample, schema, train
+
+    app.command("train")(train.train)
+    app.command("sample")(sample.sample)
+    app.command("eval")(eval_cmd.evaluate)
+    app.command("check")(check.check)
+    app.command("schema")(schema.schema)
+    app.command("plugins")(plugins.plugins)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    debug = os.environ.get("FEWSTEP_DEBUG", "") not in ("", "0")
+    try:
+        app(args=argv, standalone_mode=True)
+    except FewstepError as exc:  # raised outside a command (plugin loading); commands use clean_errors
+        if debug:
+            raise
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is intact (run the same command to resume)", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,25 @@
+"""``fewstep check RECIPE``: validate a recipe without running it."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fewstep.cli.common import RecipeArg, SetOpt, clean_errors
+
+
+@clean_errors
+def check(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe (every default filled in).")] = False,
+) -> None:
+    """Validate a recipe against the installed components; exit 2 with one line per problem."""
+    from fewstep.config import dump_recipe, load_recipe
+
+    resolved = load_recipe(recipe, set_ or [])
+    if show:
+        print(dump_recipe(resolved), end="")
+    else:
+        print(f"{recipe}: ok ({resolved.objective.name} on {resolved.data.name}, "
+              f"{resolved.network.name} network, {resolved.sampler.name} sampler)")

@@ -1,0 +1,46 @@
+"""``fewstep eval RUN``: metrics at 1, 2, 4, 8 steps, with the data-vs-data floor."""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from fewstep.cli.common import DeviceOpt, RunArg, clean_errors, parse_steps
+
+
+@clean_errors
+def evaluate(
+    run: RunArg,
+    steps: Annotated[Optional[str], typer.Option("--steps", metavar="1,2,4,8", help="Step counts; default: the recipe's eval.steps.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", metavar="N", min=2, help="Samples per step count; default: eval.n_samples.")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Another registered sampler (pushforward, restart, euler, heun, ...).")] = None,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout instead of a table.")] = False,
+) -> None:
+    """Evaluate a run's EMA weights; writes eval.json in the run and prints a table.
+
+    Example: fewstep eval runs/fm_toy --steps 1,2,4,8
+    """
+    from fewstep.eval.evaluate import evaluate_run
+    from fewstep.plugins import get_registries
+
+    out = evaluate_run(run, get_registries(), steps=parse_steps(steps) if steps else None, n=n,
+                       sampler=sampler, device=device)
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(out["floor"])
+    table = Table(title=f"{out['run']} (step {out['checkpoint_step']}, {out['weights']} weights, "
+                        f"{out['sampler']}/{out['schedule']}, n={out['n_samples']})")
+    for col in ["steps", "NFE", *names, "seconds"]:
+        table.add_column(col, justify="right")
+    for row in out["rows"]:
+        label = f"{row['steps']} (reference)" if row["steps"] == out["reference_steps"] else str(row["steps"])
+        table.add_row(label, str(row["nfe"]), *(f"{row[k]:.4g}" for k in names), f"{row['seconds']:.2f}")
+    table.add_row("data floor", "-", *(f"{out['floor'][k]:.4g}" for k in names), "-")
+    Console().print(table)
+    Console(stderr=True).print(f"wrote {out['run']}/eval.json")

@@ -1,0 +1,39 @@
+"""``fewstep sample RUN``: a PNG of samples at several step counts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fewstep.cli.common import DeviceOpt, RunArg, clean_errors, err, parse_steps
+
+
+@clean_errors
+def sample(
+    run: RunArg,
+    steps: Annotated[str, typer.Option("--steps", metavar="1,2,4,8", help="Step counts, one panel each.")] = "1,2,4,8",
+    n: Annotated[int, typer.Option("--n", metavar="N", min=1, help="Samples per panel.")] = 2048,
+    out: Annotated[Optional[str], typer.Option("--out", metavar="FILE.png", help="Output PNG; default: RUN/samples/sample.png.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial noise.")] = 0,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Another registered sampler.")] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Sample a run's EMA weights at each step count and save a PNG grid.
+
+    Example: fewstep sample runs/fm_toy --steps 1,2,4,8 --n 2048 --out samples.png
+    """
+    from fewstep.config import tagged
+    from fewstep.eval.evaluate import load_run, sample_grid
+    from fewstep.plugins import get_registries
+
+    regs = get_registries()
+    run_dir, comps, fm, step = load_run(run, regs, device)
+    smp = comps.sampler
+    if sampler is not None:
+        spec = {**comps.recipe.sampler.model_dump(), "name": sampler}
+        smp = regs.samplers.build(tagged(regs.samplers.get(sampler)).model_validate(spec))
+    path = Path(out) if out else run_dir / "samples" / "sample.png"
+    sample_grid(comps, fm, parse_steps(steps), n, seed, path, sampler=smp, title=f"{run_dir} step {step}")
+    err(f"wrote {path}")
+    print(path)

@@ -1,0 +1,198 @@
+"""The Recipe: one YAML file is one experiment, validated by pydantic against the installed plugins.
+
+Sections: ``data``, ``network``, ``interpolant``, ``objective``, ``sampler`` (components chosen by
+``name`` and checked by that component's own Config, unknown fields forbidden), and the core's
+``flowmap``, ``train``, ``eval`` and ``output``. The model is built at run time from the
+registries, as a discriminated union on ``name`` per component section.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+
+from fewstep.errors import RecipeError
+from fewstep.registry import Entry, Registries, Registry
+
+# Recipe section -> registry kind
+COMPONENTS = {
+    "data": "datasets",
+    "network": "networks",
+    "interpolant": "interpolants",
+    "objective": "objectives",
+    "sampler": "samplers",
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FlowMapConfig(Section):
+    """How the network becomes the flow map f(x_t, s, t) (IMM §4.2, App. I.1)."""
+
+    parameterisation: Literal["identity", "simple_edm", "euler_fm"] = Field(
+        "simple_edm", description="g/f coefficients (IMM Table 5: simple_edm for CIFAR-10, euler_fm for ImageNet).")
+    second_time: Literal["none", "s", "stride"] = Field(
+        "s", description="Second time input: none, s, or the stride t - s (IMM Table 5: s; DiT-XL headline: stride).")
+    time_scale: float = Field(1000.0, gt=0, description="c in c_noise(t) = c t (IMM Table 5: 1000).")
+
+
+class TrainConfig(Section):
+    """The training loop. Defaults are IMM's CIFAR-10 column of Table 5 where the paper gives one."""
+
+    steps: int = Field(400_000, ge=1, description="Optimiser steps (IMM Table 5 CIFAR-10: 400K).")
+    batch_size: int = Field(4096, ge=1, description="Global batch size (IMM Table 5: 4096).")
+    optimizer: Literal["adam", "adamw", "radam"] = Field("radam", description="IMM Table 5 CIFAR-10: RAdam.")
+    lr: float = Field(1e-4, gt=0, description="Learning rate after warm-up (IMM Table 5: 1e-4).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (IMM Table 5).")
+    adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon (IMM Table 5).")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (IMM Table 5: 0).")
+    warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (not stated by IMM: 0).")
+    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the global grad norm; null = off (not stated by IMM).")
+    ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay of the evaluation weights (IMM Table 5).")
+    seed: int = Field(0, description="Every random stream derives from (seed, rank, step).")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")
+    threads: Optional[int] = Field(
+        1, ge=1, description="torch CPU threads; on a loaded 2-core machine 1 can be 5-70x faster than 2.")
+    log_every: int = Field(100, ge=1, description="Steps between metrics.jsonl records and status lines.")
+    checkpoint_every: int = Field(1000, ge=1, description="Steps between resumable checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
+    sample_every: Optional[int] = Field(None, ge=1, description="Steps between sample PNGs; null = only at the end.")
+
+
+def _metric_list(v: Any) -> Any:
+    if isinstance(v, (str, dict)):
+        v = [v]
+    if isinstance(v, list):
+        return [{"name": m} if isinstance(m, str) else m for m in v]
+    return v
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs", description="Runs go to <dir>/<name>/<timestamp>/.")
+    name: Optional[str] = Field(None, description="Run group name; null = the recipe file's stem.")
+
+
+def tagged(entry: Entry) -> type[BaseModel]:
+    """The entry's Config with a ``name: Literal[entry.name]`` field, for the discriminated union."""
+    return _tagged(entry.kind, entry.name, entry.config, entry.description)
+
+
+@functools.lru_cache(maxsize=None)
+def _tagged(kind: str, name: str, config: type[BaseModel], description: str) -> type[BaseModel]:
+    model = create_model(
+        f"{kind[:-1].title()}_{name}",
+        __base__=config,
+        name=(Literal[name], Field(description=description)),
+    )
+    model.__doc__ = config.__doc__ or description
+    return model
+
+
+def _union(reg: Registry) -> Any:
+    models = [tagged(e) for e in reg]
+    if not models:
+        return dict  # nothing registered: the pre-check reports the name as unknown
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator="name")]
+
+
+def recipe_model(regs: Registries) -> type[BaseModel]:
+    """Build the Recipe model for the installed components."""
+    default_ip = regs.interpolants.entries.get("ot_fm")
+    eval_model = create_model(
+        "EvalConfig",
+        __base__=Section,
+        steps=(list[Annotated[int, Field(ge=1)]], Field([1, 2, 4, 8], description="Step counts to evaluate.")),
+        reference_steps=(Optional[int], Field(64, ge=1, description="Also evaluate this many steps as a reference; null = off.")),
+        n_samples=(int, Field(4096, ge=2, description="Samples per step count (and fresh data per comparison).")),
+        batch_size=(int, Field(4096, ge=1, description="Sampling batch size.")),
+        metrics=(Annotated[list[_union(regs.metrics)], BeforeValidator(_metric_list)],
+                 Field(default_factory=lambda: [{"name": n} for n in ("sw2", "mmd", "energy") if n in regs.metrics],
+                       validate_default=True, description="Metrics by name, or {name: ..., options}.")),
+        seed=(int, Field(1234, description="Seed of the sampling noise and of the fresh data.")),
+        use_ema=(bool, Field(True, description="Evaluate the EMA weights (IMM evaluates EMA).")),
+    )
+    fields: dict[str, Any] = {
+        "data": (_union(regs.datasets), Field(description="The dataset (by name)")),
+        "network": (_union(regs.networks), Field(description="The backbone (by name)")),
+        "interpolant": (
+            _union(regs.interpolants),
+            Field(default_factory=(lambda: tagged(default_ip)(name="ot_fm")) if default_ip else None,
+                  description="The interpolant (by name); default ot_fm"),
+        ),
+        "objective": (_union(regs.objectives), Field(description="The training objective (by name)")),
+        "sampler": (Optional[_union(regs.samplers)],
+                    Field(None, description="The sampler; null = the objective's default")),
+        "flowmap": (FlowMapConfig, Field(default_factory=FlowMapConfig)),
+        "train": (TrainConfig, Field(default_factory=TrainConfig)),
+        "eval": (eval_model, Field(default_factory=eval_model)),
+        "output": (OutputConfig, Field(default_factory=OutputConfig)),
+    }
+    return create_model("Recipe", __base__=Section, **fields)
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "field required"
+    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
+
+
+def validate(source, regs: Registries):
+    """Validate parsed recipe data: pre-check component names, pydantic, then cross-checks."""
+    data = source.data
+    problems: list[str] = []
+    bad_sections = set()
+    for section, kind in COMPONENTS.items():
+        spec = data.get(section)
+        if isinstance(spec, str):  # "objective: fm" is short for {name: fm}
+            spec = data[section] = {"name": spec}
+        if isinstance(spec, dict) and "name" in spec and spec["name"] not in regs.kind(kind):
+            where, _ = source.locate((section, "name"))
+            problems.append(f"{where} {section}.name: {regs.kind(kind).unknown_message(spec['name'])}")
+            bad_sections.add(section)
+    try:
+        recipe = recipe_model(regs).model_validate(data)
+    except ValidationError as exc:
+        recipe = None
+        for err in exc.errors(include_url=False):
+            if err["loc"] and err["loc"][0] in bad_sections:
+                continue
+            where, loc = source.locate(err["loc"])
+            problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {_message(err)}")
+    if recipe is not None and not problems:
+        for loc, msg in cross_check(recipe, regs):
+            where, loc = source.locate(loc)
+            problems.append(f"{where} {'.'.join(map(str, loc))}: {msg}")
+    if problems:
+        raise RecipeError(problems)
+    return recipe
+
+
+def cross_check(recipe, regs: Registries) -> list[tuple[tuple, str]]:
+    """Checks that span sections; component Configs add theirs through ``check_recipe(recipe)``."""
+    out: list[tuple[tuple, str]] = []
+    if recipe.flowmap.parameterisation == "euler_fm" and recipe.interpolant.name != "ot_fm":
+        out.append((("flowmap", "parameterisation"),
+                    f"euler_fm needs the ot_fm interpolant (got {recipe.interpolant.name})"))
+    for section in COMPONENTS:
+        cfg = getattr(recipe, section)
+        check = getattr(cfg, "check_recipe", None)
+        if check is not None:
+            out.extend((tuple(loc), msg) for loc, msg in check(recipe))
+    return out
+
+
+def resolve_sampler(recipe, regs: Registries):
+    """Fill ``sampler`` from the objective's ``default_sampler`` when the recipe leaves it out."""
+    if recipe.sampler is None:
+        spec = dict(getattr(type(recipe.objective), "default_sampler", None) or {"name": "euler"})
+        entry = regs.samplers.get(spec["name"])
+        recipe.sampler = tagged(entry).model_validate(spec)
+    return recipe

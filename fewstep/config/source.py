@@ -1,0 +1,149 @@
+"""YAML with source positions, YAML 1.2 floats, and ``--set a.b=c`` overrides.
+
+PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is a string; recipes are written by people who
+expect a float, so the loader also resolves YAML 1.2 floats. Positions come from the composed node
+tree, so every validation error can name ``file:line:col``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fewstep.errors import RecipeError
+
+_FLOAT_12 = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+        |[-+]?(?:[0-9][0-9_]*)\.[0-9_]*
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2 core schema)."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _ch in "-+0123456789.":
+    RecipeLoader.yaml_implicit_resolvers.setdefault(_ch, []).insert(
+        0, ("tag:yaml.org,2002:float", _FLOAT_12)
+    )
+
+
+def parse_scalar(text: str) -> Any:
+    """A ``--set`` value, read as YAML (``3e-4`` -> float, ``[1, 2]`` -> list, ``true`` -> bool)."""
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        return text
+
+
+@dataclass
+class Source:
+    """A parsed recipe: its data, its node tree and the overrides applied on top."""
+
+    path: str
+    data: Any
+    root: yaml.Node | None
+    overrides: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def locate(self, loc: tuple) -> tuple[str, tuple]:
+        """Map a validation ``loc`` to (``file:line:col`` or the ``--set`` that made it, cleaned loc).
+
+        Segments that are not keys of the data (the discriminator tags pydantic inserts) are dropped.
+        """
+        clean: list = []
+        value: Any = self.data
+        node = self.root
+        mark = None
+        for i, seg in enumerate(loc):
+            if isinstance(value, dict):
+                if seg not in value:
+                    if str(seg) in value:
+                        seg = str(seg)
+                    elif i == len(loc) - 1:
+                        clean.append(seg)  # a missing key: reported at its parent
+                        break
+                    else:
+                        continue  # a discriminator tag pydantic inserted
+                value = value[seg]
+                node, key = _child(node, seg)
+                mark = key.start_mark if key is not None else mark
+            elif isinstance(value, list) and isinstance(seg, int) and 0 <= seg < len(value):
+                value = value[seg]
+                node = node.value[seg] if isinstance(node, yaml.SequenceNode) and seg < len(node.value) else None
+                mark = node.start_mark if node is not None else mark
+            else:
+                # below a leaf or an unknown key: keep naming it but stop walking
+                clean.append(seg)
+                value, node = None, None
+                continue
+            clean.append(seg)
+        for path, flag in self.overrides.items():
+            if tuple(clean[: len(path)]) == path:
+                return f"{self.path} ({flag})", tuple(clean)
+        if mark is None:
+            return self.path, tuple(clean)
+        return f"{self.path}:{mark.line + 1}:{mark.column + 1}", tuple(clean)
+
+
+def _child(node: yaml.Node | None, key: str):
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                return v, k
+    return None, None
+
+
+def load_yaml(path: str | Path) -> Source:
+    """Read a recipe file; syntax errors become one ``file:line:col`` line (RecipeError)."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise RecipeError([f"{path}: cannot read recipe: {exc.strerror or exc}"]) from None
+    loader = RecipeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise RecipeError([f"{where} YAML syntax error: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([f"{path} YAML error: {exc}"]) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError([f"{path}:1:1 a recipe is a mapping of sections (data, network, objective, ...)"])
+    return Source(path, data, root)
+
+
+def apply_overrides(source: Source, overrides: list[str] | tuple[str, ...]) -> Source:
+    """Apply ``a.b.c=value`` overrides (repeatable ``--set``) to the parsed data, in order."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        path = tuple(p for p in key.strip().split(".") if p)
+        if not sep or not path:
+            raise RecipeError([f"--set {item}: expected dotted.path=value, e.g. train.lr=3e-4"])
+        target = source.data
+        for i, part in enumerate(path[:-1]):
+            nxt = target.get(part) if isinstance(target, dict) else None
+            if nxt is None:
+                nxt = target[part] = {}
+            if not isinstance(nxt, dict):
+                raise RecipeError([f"--set {item}: {'.'.join(path[: i + 1])} is not a section"])
+            target = nxt
+        target[path[-1]] = parse_scalar(raw)
+        source.overrides[path] = f"--set {item}"
+    return source

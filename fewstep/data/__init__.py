@@ -1,0 +1,1 @@
+"""Datasets: toy 2D sets (this package), images and latents (later). See :mod:`fewstep.data.base`."""

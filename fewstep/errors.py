@@ -1,0 +1,48 @@
+"""Errors that the CLI turns into one clean line each.
+
+Every error a user can cause (a bad recipe, flag, checkpoint or plugin) derives from
+:class:`FewstepError`; ``exit_code`` is 2 for input the user must fix and 1 for a run that failed.
+"""
+from __future__ import annotations
+
+
+class FewstepError(Exception):
+    """Base class: its message is shown to the user as is, without a traceback."""
+
+    exit_code = 1
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+
+class ConfigError(FewstepError):
+    """Input the user must fix: recipe, flag, checkpoint, plugin configuration (exit 2)."""
+
+    exit_code = 2
+
+
+class RecipeError(ConfigError):
+    """One or more problems in a recipe, each already formatted as ``file:line:col path: message``."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+class UnknownComponentError(ConfigError):
+    """A recipe or flag names a component that no loaded plugin registered."""
+
+
+class PluginError(ConfigError):
+    """A plugin failed to load (strict mode) or two plugins registered one name."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint or run directory is missing, corrupt or does not match the recipe."""
+
+
+class TrainingDiverged(FewstepError):
+    """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""

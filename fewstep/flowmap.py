@@ -1,0 +1,179 @@
+"""The flow map f(x_t, s, t): one wrapper through which every model is trained and sampled.
+
+    g(x_t, s, t) = c_skip(t) x_t + c_out(t) G(c_in(t) x_t, c_noise(t), e2(s, t), cond)
+    f(x_t, s, t) = DDIM(x_t, g(x_t, s, t), s, t) = c_skip(s, t) x_t + c_out(s, t) G(...)
+
+with c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)), c_noise(t) = 1000 t, and a second time
+input e2 that is absent, s, or the stride t - s (IMM §4.1-4.2, App. C.5, I.1; research/imm.md §3).
+FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time map.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fewstep.interpolants import Interpolant, OTFM, bcast
+
+Tensor = torch.Tensor
+SecondTime = Literal["none", "s", "stride"]
+
+
+class Parameterisation:
+    """Coefficients of g and f for one parameterisation (IMM §4.2, App. C.5)."""
+
+    name = "base"
+
+    def g(self, ip: Interpolant, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(c_skip(t), c_out(t)) of the x-prediction g."""
+        raise NotImplementedError
+
+    def f(self, ip: Interpolant, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(c_skip(s, t), c_out(s, t)) of f = DDIM(x_t, g, s, t)."""
+        raise NotImplementedError
+
+    def df_ds(self, ip: Interpolant, t: Tensor) -> tuple[Tensor, Tensor]:
+        """d/ds of the f coefficients at s = t; the ODE velocity is dc_skip x_t + dc_out G."""
+        raise NotImplementedError
+
+
+class Identity(Parameterisation):
+    """g = G: c_skip(s,t) = sigma_s/sigma_t, c_out(s,t) = alpha_s - (sigma_s/sigma_t) alpha_t."""
+
+    name = "identity"
+
+    def g(self, ip, t):
+        return torch.zeros_like(t), torch.ones_like(t)
+
+    def f(self, ip, s, t):
+        ratio = ip.sigma(s) / ip.sigma(t)
+        return ratio, ip.alpha(s) - ratio * ip.alpha(t)
+
+    def df_ds(self, ip, t):
+        k = ip.d_sigma(t) / ip.sigma(t)
+        return k, ip.d_alpha(t) - k * ip.alpha(t)
+
+
+class SimpleEDM(Parameterisation):
+    """Simple-EDM (IMM §4.2): g = alpha_t/(alpha^2+sigma^2) x_t - sigma_d sigma_t/sqrt(alpha^2+sigma^2) G;
+    f: c_skip = (alpha_s alpha_t + sigma_s sigma_t)/(alpha_t^2+sigma_t^2),
+    c_out = -sigma_d (alpha_s sigma_t - sigma_s alpha_t)/sqrt(alpha_t^2+sigma_t^2)."""
+
+    name = "simple_edm"
+
+    def g(self, ip, t):
+        a, s_ = ip.alpha(t), ip.sigma(t)
+        n2 = a * a + s_ * s_
+        return a / n2, -ip.sigma_d * s_ / torch.sqrt(n2)
+
+    def f(self, ip, s, t):
+        a_t, s_t, a_s, s_s = ip.alpha(t), ip.sigma(t), ip.alpha(s), ip.sigma(s)
+        n2 = a_t * a_t + s_t * s_t
+        return (a_s * a_t + s_s * s_t) / n2, -ip.sigma_d * (a_s * s_t - s_s * a_t) / torch.sqrt(n2)
+
+    def df_ds(self, ip, t):
+        a, s_, da, ds = ip.alpha(t), ip.sigma(t), ip.d_alpha(t), ip.d_sigma(t)
+        n2 = a * a + s_ * s_
+        return (da * a + ds * s_) / n2, -ip.sigma_d * (da * s_ - ds * a) / torch.sqrt(n2)
+
+
+class EulerFM(Parameterisation):
+    """Euler-FM, OT-FM only (IMM App. C.5): g = x_t - sigma_d t G, f = x_t - sigma_d (t - s) G,
+    an Euler step of the ODE with velocity sigma_d G."""
+
+    name = "euler_fm"
+
+    def g(self, ip, t):
+        return torch.ones_like(t), -ip.sigma_d * t
+
+    def f(self, ip, s, t):
+        return torch.ones_like(t), -ip.sigma_d * (t - s)
+
+    def df_ds(self, ip, t):
+        return torch.zeros_like(t), ip.sigma_d * torch.ones_like(t)
+
+
+PARAMETERISATIONS: dict[str, type[Parameterisation]] = {
+    p.name: p for p in (Identity, SimpleEDM, EulerFM)
+}
+
+
+class FlowMap(nn.Module):
+    """Wraps a backbone ``net(x, t, s, cond)`` into g, f and the ODE velocity.
+
+    Parameters
+    ----------
+    net : backbone taking (c_in x_t, time_scale t, second time input or None, cond).
+    interpolant : the :class:`~fewstep.interpolants.Interpolant` (owns sigma_d).
+    parameterisation : "identity", "simple_edm" or "euler_fm" (OT-FM only).
+    second_time : "none", "s" (IMM CIFAR-10) or "stride" t - s (IMM DiT-XL headline; App. I.1).
+    time_scale : c in c_noise(t) = c t (IMM Table 5: 1000).
+
+    ``nfe`` counts backbone evaluations (one batched call = one NFE per sample).
+    """
+
+    def __init__(self, net: nn.Module, interpolant: Interpolant, parameterisation: str = "euler_fm",
+                 second_time: SecondTime = "s", time_scale: float = 1000.0):
+        super().__init__()
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"unknown parameterisation {parameterisation!r} "
+                             f"(known: {', '.join(PARAMETERISATIONS)})")
+        if parameterisation == "euler_fm" and not isinstance(interpolant, OTFM):
+            raise ValueError("parameterisation 'euler_fm' needs the ot_fm interpolant")
+        if second_time not in ("none", "s", "stride"):
+            raise ValueError(f"second_time must be none, s or stride (got {second_time!r})")
+        self.net = net
+        self.interpolant = interpolant
+        self.param = PARAMETERISATIONS[parameterisation]()
+        self.second_time = second_time
+        self.time_scale = float(time_scale)
+        self.nfe = 0
+
+    def _times(self, x: Tensor, *ts: Tensor | float) -> list[Tensor]:
+        """Times as float tensors of shape [B] on x's device (never Python floats)."""
+        out = []
+        for t in ts:
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            out.append(t.expand(x.shape[0]) if t.ndim == 0 else t)
+        return out
+
+    def c_in(self, t: Tensor) -> Tensor:
+        """c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)) (IMM §4.2): unit-variance input."""
+        ip = self.interpolant
+        return 1.0 / (ip.sigma_d * torch.sqrt(ip.alpha(t) ** 2 + ip.sigma(t) ** 2))
+
+    def G(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """The raw backbone output for (x_t, s, t)."""
+        s, t = self._times(x_t, s, t)
+        e2 = {"none": None, "s": s, "stride": t - s}[self.second_time]
+        self.nfe += 1
+        return self.net(bcast(self.c_in(t), x_t) * x_t, self.time_scale * t,
+                        None if e2 is None else self.time_scale * e2, cond)
+
+    def g(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """Clean-data prediction g(x_t, s, t) = c_skip(t) x_t + c_out(t) G."""
+        s, t = self._times(x_t, s, t)
+        c_skip, c_out = self.param.g(self.interpolant, t)
+        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond)
+
+    def f(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """Flow map f(x_t, s, t) = DDIM(x_t, g(x_t, s, t), s, t): the model's sample at time s <= t."""
+        s, t = self._times(x_t, s, t)
+        c_skip, c_out = self.param.f(self.interpolant, s, t)
+        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond)
+
+    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+        """ODE velocity v(x_t, t) = d f(x_t, s, t)/ds at s = t, using G(x_t, t, t).
+
+        f(x_t, s, t) = x_s moves along the ODE, so its s-derivative at s = t is dx_t/dt.
+
+        For Euler-FM this is sigma_d G; in general alpha'_t g + sigma'_t (x_t - alpha_t g)/sigma_t.
+        """
+        (t,) = self._times(x_t, t)
+        d_skip, d_out = self.param.df_ds(self.interpolant, t)
+        return bcast(d_skip, x_t) * x_t + bcast(d_out, x_t) * self.G(x_t, t, t, cond)
+
+    def coefficients(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(c_skip(s, t), c_out(s, t)) of f; IMM's kernel bandwidth is 1 / |c_out(s, t)|."""
+        return self.param.f(self.interpolant, s, t)

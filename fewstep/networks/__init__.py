@@ -1,0 +1,15 @@
+"""Backbones. Every backbone is called as ``net(x, t, s, cond)`` and knows nothing of objectives:
+x is already scaled by c_in(t), t is c_noise(t) = 1000 t, s is the scaled second time input (or
+None when the flow map has none) and cond holds integer class labels (or None)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network factory is told about the data: ``factory(cfg, spec)``."""
+
+    shape: tuple[int, ...]  # one sample, e.g. (2,) or (C, H, W)
+    num_classes: int | None = None  # None: unconditional
+    second_time: bool = True  # build the embedding branch for the second time input

@@ -1,0 +1,59 @@
+"""Time and label embeddings shared by the backbones."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """[cos(t w_k), sin(t w_k)] with w_k = max_period^(-k / (dim/2)), k = 0..dim/2-1.
+
+    The transformer positional embedding used for diffusion timesteps (Vaswani et al. 2017;
+    Ho et al. 2020; DiT uses dim 256 and max period 1e4). t is expected on a 0..1000 scale.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features followed by a 2-layer SiLU MLP (IMM App. I.1 builds s exactly like t)."""
+
+    def __init__(self, out_dim: int, freq_dim: int = 128):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(sinusoidal(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+
+
+class Conditioning(nn.Module):
+    """emb(t) + emb(s) + emb(label): the s branch is its own MLP whose output is added to t's
+    (IMM App. I.1); labels get a table with one extra row, the null class used for guidance."""
+
+    def __init__(self, dim: int, second_time: bool, num_classes: int | None, freq_dim: int = 128):
+        super().__init__()
+        self.t_embed = TimeEmbedding(dim, freq_dim)
+        self.s_embed = TimeEmbedding(dim, freq_dim) if second_time else None
+        self.num_classes = num_classes
+        self.label_embed = nn.Embedding(num_classes + 1, dim) if num_classes else None
+
+    def forward(self, t: Tensor, s: Tensor | None, cond: Tensor | None) -> Tensor:
+        emb = self.t_embed(t)
+        if self.s_embed is not None:
+            if s is None:
+                raise ValueError("this network was built with a second time input; pass s")
+            emb = emb + self.s_embed(s)
+        if self.label_embed is not None:
+            labels = cond if cond is not None else torch.full_like(t, self.num_classes, dtype=torch.long)
+            emb = emb + self.label_embed(labels)
+        return emb

@@ -1,0 +1,142 @@
+"""The training loop: one explicit function, edm2-style.
+
+Every step reseeds its random streams from (seed, rank, step), so a run resumed from a checkpoint
+draws exactly the data, times and noise an uninterrupted run would, and ends with identical
+weights on CPU. The loop never special-cases an objective: it calls ``objective.loss(flowmap,
+batch, step)`` and steps the optimiser.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fewstep.config import recipe_dict
+from fewstep.errors import TrainingDiverged
+from fewstep.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from fewstep.train.components import Components
+from fewstep.train.ema import EMA
+from fewstep.train.progress import Progress
+
+
+def step_seed(seed: int, rank: int, step: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of one step (edm2's per-step reseeding)."""
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}[cfg.optimizer]
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant (IMM states no decay)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    start_step: int
+    end_step: int
+    seconds: float
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint a run resumes from."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
+
+
+def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = True,
+          stop_after: int | None = None, on_samples=None) -> TrainResult:
+    """Train ``comps`` in ``run_dir``, resuming from its latest checkpoint if there is one.
+
+    ``stop_after`` ends the session after that many steps (the run stays resumable);
+    ``on_samples(step)`` is called when sample grids are due.
+    """
+    cfg = comps.recipe.train
+    fm, net, obj = comps.flowmap, comps.net, comps.objective
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = make_optimizer(params, cfg)
+    ema = EMA(net, cfg.ema_decay)
+    start = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        load_weights(ckpt / "model.safetensors", net)
+        load_weights(ckpt / "ema.safetensors", ema.net)
+        state = load_state(ckpt)
+        opt.load_state_dict(state["optimizer"])
+        ema.updates, start = int(state["ema_updates"]), int(state["step"])
+    metrics_path = run_dir / "metrics.jsonl"
+    _trim_metrics(metrics_path, start)
+    config = recipe_dict(comps.recipe)
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    bar = Progress(cfg.steps, start, run_dir.parent.name, enabled=progress)
+    t_start = t_log = time.perf_counter()
+    loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
+    net.train()
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir, step, net, ema.net,
+                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates}, config,
+                        keep=cfg.keep_checkpoints)
+
+    try:
+        for step in range(start, end):
+            torch.manual_seed(step_seed(cfg.seed, rank, step, "objective"))
+            gen = torch.Generator().manual_seed(step_seed(cfg.seed, rank, step, "data"))
+            batch = comps.dataset.sample(cfg.batch_size, gen)
+            batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss, logs = obj.loss(fm, batch, step)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; "
+                                       f"last good checkpoint kept in {run_dir / 'checkpoints'}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(f"gradient norm is {grad_norm.item()} at step {step + 1}; "
+                                       f"last good checkpoint kept in {run_dir / 'checkpoints'}")
+            opt.step()
+            ema.update(net)
+            loss_sum += loss.detach()
+            n_sum += 1
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
+            done = step + 1
+            bar.advance(done)
+            if done % cfg.log_every == 0 or done == end:
+                now = time.perf_counter()
+                rec = {"step": done, "loss": loss_sum.item() / n_sum, "lr": opt.param_groups[0]["lr"],
+                       "grad_norm": float(grad_norm), "steps_per_s": n_sum / (now - t_log),
+                       "samples_per_s": n_sum * cfg.batch_size / (now - t_log),
+                       **{k: v / n_sum for k, v in logs_sum.items()}}
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                bar.status(done, {"loss": rec["loss"], "it/s": rec["steps_per_s"]})
+                loss_sum.zero_()
+                n_sum, logs_sum, t_log = 0, {}, now
+            if done % cfg.checkpoint_every == 0 or done == end:
+                checkpoint(done)
+            if on_samples is not None and cfg.sample_every and done % cfg.sample_every == 0 and done != cfg.steps:
+                on_samples(done, ema.net)
+    finally:
+        bar.close()
+    if on_samples is not None and end == cfg.steps:
+        on_samples(end, ema.net)
+    return TrainResult(run_dir, start, end, time.perf_counter() - t_start)
