@@ -151,6 +151,8 @@ def generate(fm: FlowMap, sampler: Sampler, n_steps: int, n: int, shape: Sequenc
     NFE is backbone evaluations per sample. Noise comes from ``generator`` in batch order, so a
     fixed seed gives the same samples whatever the objective or sampler.
     """
+    if n < 1:
+        raise ValueError(f"need at least one sample (got n={n})")
     ip = fm.interpolant
     ts = sampler.schedule(ip, n_steps)
     out, nfe = [], 0
