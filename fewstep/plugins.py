@@ -10,7 +10,6 @@ name is always an error that names both.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import pluggy
 
 from fewstep import hookspecs
 from fewstep.errors import PluginError
-from fewstep.registry import KINDS, Registrar, Registries
+from fewstep.registry import KINDS, Registrar, Registries, resolve
 
 GROUP = "fewstep"
 CORE_MODULE = "fewstep.builtin"
@@ -49,14 +48,6 @@ class PluginInfo:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _import_ref(ref: str) -> Any:
-    module, _, attr = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in filter(None, attr.split(".")):
-        obj = getattr(obj, part)
-    return obj
 
 
 class _Loader:
@@ -153,9 +144,9 @@ def load_registries(
             loader.add(info, ep.load)
     if not any(i.module == CORE_MODULE for i in loader.infos):
         # running from a source tree that is not installed: the core still registers itself
-        loader.add(PluginInfo("core", CORE_MODULE, "direct"), lambda: _import_ref(CORE_MODULE))
+        loader.add(PluginInfo("core", CORE_MODULE, "direct"), lambda: resolve(CORE_MODULE))
     for ref in filter(None, (r.strip() for r in env.get("FEWSTEP_PLUGINS", "").split(","))):
-        loader.add(PluginInfo(ref, ref, "FEWSTEP_PLUGINS"), functools.partial(_import_ref, ref))
+        loader.add(PluginInfo(ref, ref, "FEWSTEP_PLUGINS"), functools.partial(resolve, ref))
     for item in plugins:
         name, obj = item if isinstance(item, tuple) else (_plugin_name(item), item)
         loader.add(PluginInfo(name, _plugin_module(obj), "direct"), lambda obj=obj: obj)

@@ -34,13 +34,13 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def resolve(ref: Callable | str) -> Callable:
-    """Return the callable behind a factory, importing ``"module:attr"`` references on first use."""
+def resolve(ref: Callable | str) -> Any:
+    """The object behind ``"module:attr"`` (or ``"module"``), imported on first use; callables pass through."""
     if callable(ref):
         return ref
     module, _, attr = ref.partition(":")
     obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
+    for part in filter(None, attr.split(".")):
         obj = getattr(obj, part)
     return obj
 

@@ -1,7 +1,6 @@
 """Factories of the built-in datasets and metrics (imported only when one is built)."""
 from __future__ import annotations
 
-
 from fewstep.data.toy import ToyDataset
 from fewstep.eval import toy_metrics
 
