@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from fewstep.flowmap import FlowMap
-from fewstep.interpolants import Interpolant, bcast
+from fewstep.interpolants import Interpolant
 
 Tensor = torch.Tensor
 

@@ -154,15 +154,20 @@ def test_euler_fm_residual_identity():
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls,param", COMBOS, ids=COMBO_IDS)
-def test_exact_delta_network_gives_the_ddim_interpolant(cls, param):
-    """With g = x* exactly, f(x_t, s, t) = DDIM(x_t, x*, s, t) = alpha_s x* + sigma_s eps."""
+def _delta_setup(cls, param, noise_seed, batch_seed):
+    """A flow map whose network is exact for data = a single point x*, and x_t drawn from it."""
     ip = cls(sigma_d=SIGMA_D)
     x_star = torch.tensor([[0.3, -1.2, 0.7]], dtype=D64).expand(8, 3)
     fm = FlowMap(ExactDelta(x_star, ip, PARAMETERISATIONS[param]()), ip, param, "s")
-    noise = ip.prior((8, 3), _gen(8), dtype=D64)
-    _, s, t = _batch(seed=9)
-    x_t = ip.interpolate(x_star, noise, t)
+    noise = ip.prior((8, 3), _gen(noise_seed), dtype=D64)
+    _, s, t = _batch(seed=batch_seed)
+    return ip, fm, x_star, noise, ip.interpolate(x_star, noise, t), s, t
+
+
+@pytest.mark.parametrize("cls,param", COMBOS, ids=COMBO_IDS)
+def test_exact_delta_network_gives_the_ddim_interpolant(cls, param):
+    """With g = x* exactly, f(x_t, s, t) = DDIM(x_t, x*, s, t) = alpha_s x* + sigma_s eps."""
+    ip, fm, x_star, noise, x_t, s, t = _delta_setup(cls, param, noise_seed=8, batch_seed=9)
     torch.testing.assert_close(fm.g(x_t, s, t), x_star, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(fm.f(x_t, s, t), ip.interpolate(x_star, noise, s), rtol=1e-10, atol=1e-10)
 
@@ -193,12 +198,7 @@ def test_euler_fm_velocity_is_sigma_d_G(second):
 @pytest.mark.parametrize("cls,param", COMBOS, ids=COMBO_IDS)
 def test_exact_delta_network_velocity_is_conditional_velocity(cls, param):
     """For a delta at x*, the ODE velocity is the interpolant's alpha'_t x* + sigma'_t eps (the FM target)."""
-    ip = cls(sigma_d=SIGMA_D)
-    x_star = torch.tensor([[0.3, -1.2, 0.7]], dtype=D64).expand(8, 3)
-    fm = FlowMap(ExactDelta(x_star, ip, PARAMETERISATIONS[param]()), ip, param, "s")
-    noise = ip.prior((8, 3), _gen(12), dtype=D64)
-    _, _, t = _batch(seed=13)
-    x_t = ip.interpolate(x_star, noise, t)
+    ip, fm, x_star, noise, x_t, _, t = _delta_setup(cls, param, noise_seed=12, batch_seed=13)
     torch.testing.assert_close(fm.velocity(x_t, t), ip.velocity(x_star, noise, t), rtol=1e-9, atol=1e-9)
 
 

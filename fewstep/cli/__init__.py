@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     except FewstepError as exc:  # raised outside a command (plugin loading); commands use clean_errors
         if debug:
             raise
-        for line in exc.lines():
-            print(f"error: {line}", file=sys.stderr)
+        from fewstep.cli.common import print_error
+
+        print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact (run the same command to resume)", file=sys.stderr)

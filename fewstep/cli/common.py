@@ -36,10 +36,15 @@ def clean_errors(fn):
         except FewstepError as exc:
             if os.environ.get("FEWSTEP_DEBUG", "") not in ("", "0"):
                 raise
-            for line in exc.lines():
-                print(line if _has_location(line) else f"error: {line}", file=sys.stderr)
+            print_error(exc)
             raise typer.Exit(exc.exit_code) from None
     return wrapper
+
+
+def print_error(exc: FewstepError) -> None:
+    """One line per problem on stderr; lines that start with a file location keep it first."""
+    for line in exc.lines():
+        print(line if _has_location(line) else f"error: {line}", file=sys.stderr)
 
 
 def _has_location(line: str) -> bool:

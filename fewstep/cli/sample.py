@@ -23,16 +23,12 @@ def sample(
 
     Example: fewstep sample runs/fm_toy --steps 1,2,4,8 --n 2048 --out samples.png
     """
-    from fewstep.config import tagged
-    from fewstep.eval.evaluate import load_run, sample_grid
+    from fewstep.eval.evaluate import load_run, sample_grid, sampler_named
     from fewstep.plugins import get_registries
 
     regs = get_registries()
     run_dir, comps, fm, step = load_run(run, regs, device)
-    smp = comps.sampler
-    if sampler is not None:
-        spec = {**comps.recipe.sampler.model_dump(), "name": sampler}
-        smp = regs.samplers.build(tagged(regs.samplers.get(sampler)).model_validate(spec))
+    smp = sampler_named(comps, regs, sampler)
     path = Path(out) if out else run_dir / "samples" / "sample.png"
     sample_grid(comps, fm, parse_steps(steps), n, seed, path, sampler=smp, title=f"{run_dir} step {step}")
     err(f"wrote {path}")

@@ -88,31 +88,36 @@ def sample_grid(comps: Components, fm, steps: list[int], n: int, seed: int, path
     """A PNG of samples at each step count (scatter plots for points) beside the data."""
     from fewstep.eval.plots import scatter_grid
 
+    if comps.dataset.kind != "points":
+        raise NotImplementedError("image grids arrive with the image datasets")
     sampler = sampler or comps.sampler
     panels = []
     for k in steps:
         x, nfe, _ = sample(comps, fm, sampler, k, n, seed)
         panels.append((f"{sampler.name} {k} step{'s' if k > 1 else ''} (NFE {nfe})", x))
-    if comps.dataset.kind != "points":
-        raise NotImplementedError("image grids arrive with the image datasets")
     ref = comps.dataset.sample(n, torch.Generator().manual_seed(seed + 1)).x
     return scatter_grid(panels, path, reference=ref, title=title)
+
+
+def sampler_named(comps: Components, regs, name: str | None):
+    """The run's sampler, or another registered one with the recipe's schedule settings."""
+    if name is None:
+        return comps.sampler
+    from fewstep.config import tagged
+
+    spec = {**comps.recipe.sampler.model_dump(), "name": name}
+    return regs.samplers.build(tagged(regs.samplers.get(name)).model_validate(spec))
 
 
 def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: int | None = None,
                  sampler: str | None = None, device: str | None = None, write: bool = True) -> dict[str, Any]:
     """What ``fewstep eval`` does: evaluate a run's EMA weights and write ``eval.json`` into it."""
-    from fewstep.config import tagged
-
     run, comps, fm, step = load_run(path, regs, device)
     ev = comps.recipe.eval
     steps = list(steps or ev.steps)
     if ev.reference_steps and ev.reference_steps not in steps:
         steps.append(ev.reference_steps)
-    smp = comps.sampler
-    if sampler is not None:
-        spec = {**comps.recipe.sampler.model_dump(), "name": sampler}
-        smp = regs.samplers.build(tagged(regs.samplers.get(sampler)).model_validate(spec))
+    smp = sampler_named(comps, regs, sampler)
     metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
     res = evaluate(comps, fm, metrics, steps, n=n or ev.n_samples, seed=ev.seed, sampler=smp,
                    batch_size=ev.batch_size)
