@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo results clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,11 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(VENV)/bin/fewstep train recipes/fm_toy.yaml
-	$(VENV)/bin/fewstep eval runs/fm_toy
+	$(VENV)/bin/fewstep train recipes/imm_toy.yaml
+	$(VENV)/bin/fewstep eval runs/imm_toy
+
+results: setup
+	$(PY) scripts/toy_results.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

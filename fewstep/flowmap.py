@@ -9,6 +9,7 @@ FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time m
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -109,12 +110,14 @@ class FlowMap(nn.Module):
     parameterisation : "identity", "simple_edm" or "euler_fm" (OT-FM only).
     second_time : "none", "s" (IMM CIFAR-10) or "stride" t - s (IMM DiT-XL headline; App. I.1).
     time_scale : c in c_noise(t) = c t (IMM Table 5: 1000).
+    num_classes : class count of conditional data; label ``num_classes`` is the null class that
+        label dropout and classifier-free guidance use (None: unconditional).
 
-    ``nfe`` counts backbone evaluations (one batched call = one NFE per sample).
+    ``nfe`` counts backbone evaluations per sample (a guided call counts two).
     """
 
     def __init__(self, net: nn.Module, interpolant: Interpolant, parameterisation: str = "euler_fm",
-                 second_time: SecondTime = "s", time_scale: float = 1000.0):
+                 second_time: SecondTime = "s", time_scale: float = 1000.0, num_classes: int | None = None):
         super().__init__()
         if parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown parameterisation {parameterisation!r} "
@@ -128,6 +131,7 @@ class FlowMap(nn.Module):
         self.param = PARAMETERISATIONS[parameterisation]()
         self.second_time = second_time
         self.time_scale = float(time_scale)
+        self.num_classes = num_classes
         self.nfe = 0
 
     def _times(self, x: Tensor, *ts: Tensor | float) -> list[Tensor]:
@@ -143,27 +147,49 @@ class FlowMap(nn.Module):
         ip = self.interpolant
         return 1.0 / (ip.sigma_d * torch.sqrt(ip.alpha(t) ** 2 + ip.sigma(t) ** 2))
 
-    def G(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
-        """The raw backbone output for (x_t, s, t)."""
+    def null_labels(self, cond: Tensor) -> Tensor:
+        """The null class (index ``num_classes``) in cond's shape: label dropout and CFG's branch."""
+        if self.num_classes is None:
+            raise ValueError("this flow map is unconditional (num_classes is None): no null class")
+        return torch.full_like(cond, self.num_classes)
+
+    def G(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None,
+          guidance: float = 1.0) -> Tensor:
+        """The raw backbone output for (x_t, s, t).
+
+        With labels and ``guidance`` w != 1, classifier-free guidance acts on G, before the
+        c_skip/c_out combination: G_w = G(null) + w (G(c) - G(null)), one batched call of 2B
+        (IMM Eq. 14, App. E). w = 1 is no guidance.
+        """
         s, t = self._times(x_t, s, t)
         e2 = {"none": None, "s": s, "stride": t - s}[self.second_time]
-        self.nfe += 1
-        return self.net(bcast(self.c_in(t), x_t) * x_t, self.time_scale * t,
-                        None if e2 is None else self.time_scale * e2, cond)
+        e2 = None if e2 is None else self.time_scale * e2
+        u, c_noise = bcast(self.c_in(t), x_t) * x_t, self.time_scale * t
+        if guidance == 1.0 or cond is None:
+            self.nfe += 1
+            return self.net(u, c_noise, e2, cond)
+        self.nfe += 2
+        two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
+        out = self.net(two(u), two(c_noise), two(e2), torch.cat([cond, self.null_labels(cond)]))
+        g_cond, g_null = out.chunk(2)
+        return g_null + guidance * (g_cond - g_null)
 
-    def g(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+    def g(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None,
+          guidance: float = 1.0) -> Tensor:
         """Clean-data prediction g(x_t, s, t) = c_skip(t) x_t + c_out(t) G."""
         s, t = self._times(x_t, s, t)
         c_skip, c_out = self.param.g(self.interpolant, t)
-        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond)
+        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond, guidance)
 
-    def f(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+    def f(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None,
+          guidance: float = 1.0) -> Tensor:
         """Flow map f(x_t, s, t) = DDIM(x_t, g(x_t, s, t), s, t): the model's sample at time s <= t."""
         s, t = self._times(x_t, s, t)
         c_skip, c_out = self.param.f(self.interpolant, s, t)
-        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond)
+        return bcast(c_skip, x_t) * x_t + bcast(c_out, x_t) * self.G(x_t, s, t, cond, guidance)
 
-    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Tensor:
+    def velocity(self, x_t: Tensor, t: Tensor | float, cond: Tensor | None = None,
+                 guidance: float = 1.0) -> Tensor:
         """ODE velocity v(x_t, t) = d f(x_t, s, t)/ds at s = t, using G(x_t, t, t).
 
         f(x_t, s, t) = x_s moves along the ODE, so its s-derivative at s = t is dx_t/dt.
@@ -172,8 +198,48 @@ class FlowMap(nn.Module):
         """
         (t,) = self._times(x_t, t)
         d_skip, d_out = self.param.df_ds(self.interpolant, t)
-        return bcast(d_skip, x_t) * x_t + bcast(d_out, x_t) * self.G(x_t, t, t, cond)
+        return bcast(d_skip, x_t) * x_t + bcast(d_out, x_t) * self.G(x_t, t, t, cond, guidance)
+
+    def with_net(self, net: nn.Module) -> "FlowMap":
+        """The same flow map around other weights (an EMA copy, a target network)."""
+        return FlowMap(net, self.interpolant, self.param.name, self.second_time, self.time_scale,
+                       self.num_classes)
 
     def coefficients(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(c_skip(s, t), c_out(s, t)) of f; IMM's kernel bandwidth is 1 / |c_out(s, t)|."""
         return self.param.f(self.interpolant, s, t)
+
+
+class RNGState:
+    """The global RNG state of a device, saved so that a later pass can replay the same draws."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+def online_and_target(fm: FlowMap, target: FlowMap, online: tuple, target_args: tuple, *,
+                      shared_dropout: bool = True, target_fp32: bool = False) -> tuple[Tensor, Tensor]:
+    """y = fm.f(*online) with gradients and y~ = target.f(*target_args) under stop-gradient, each
+    args tuple being (x, s, t, cond): the two passes of IMM and consistency training.
+
+    With ``shared_dropout`` the RNG is replayed so both passes draw the same dropout masks (the
+    trick of ECT-style CT code; research/imm.md §4.8); ``target_fp32`` runs the target with
+    autocast off.
+    """
+    x = online[0]
+    rng = RNGState(x.device) if shared_dropout else None
+    y = fm.f(*online)
+    fp32 = torch.autocast(x.device.type, enabled=False) if target_fp32 else nullcontext()
+    with torch.no_grad(), fp32:
+        if rng is not None:
+            rng.restore()
+        x_r, *rest = target_args
+        y_tilde = target.f(x_r.float() if target_fp32 else x_r, *rest)
+    return y, y_tilde.to(y.dtype)

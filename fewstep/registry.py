@@ -7,11 +7,12 @@ registering a component never imports torch: the module is imported when the com
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Annotated, Any, Callable, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from fewstep.errors import PluginError, UnknownComponentError
 
@@ -59,6 +60,90 @@ class Entry:
     def build(self, cfg: BaseModel, *args: Any, **kwargs: Any) -> Any:
         """Instantiate the component from its validated config (and kind-specific arguments)."""
         return resolve(self.factory)(cfg, *args, **kwargs)
+
+    def model(self) -> type[BaseModel]:
+        """The entry's Config with a ``name: Literal[name]`` field: what a recipe section validates
+        against. Instances remember their entry, so :func:`build_ref` can build them."""
+        return _tagged(self)
+
+
+@functools.lru_cache(maxsize=None)
+def _tagged(entry: Entry) -> type[BaseModel]:
+    model = create_model(
+        f"{SINGULAR[entry.kind].title()}_{entry.name}",
+        __base__=entry.config,
+        name=(Literal[entry.name], Field(description=entry.description)),
+    )
+    model.__doc__ = entry.config.__doc__ or entry.description
+    model.__fewstep_entry__ = entry
+    return model
+
+
+# --- references from one component's Config to another registered component ----------------------
+@dataclass(frozen=True)
+class RefKind:
+    """Field metadata: the value names a component of registry ``kind``."""
+
+    kind: str
+
+
+def _as_spec(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, BaseModel):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ValueError("give a registered name, or a mapping with 'name' and that component's options")
+    return value
+
+
+def component_ref(kind: str, default: str, description: str) -> Any:
+    """A Config field that names another registered component, e.g. an objective's kernel.
+
+    In a recipe it is written ``kernel: laplace`` or ``kernel: {name: laplace, eps: 1e-8}``. The
+    recipe validator checks the name against the registry and the options against that
+    component's Config, then stores the validated Config, which :func:`build_ref` builds.
+    Use as ``kernel: KernelRef = component_ref("kernels", "laplace", "...")``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown registry kind {kind!r} (known: {', '.join(KINDS)})")
+    return Field(default_factory=lambda: {"name": default},
+                 description=f"{description} (a registered {SINGULAR[kind]}: name or {{name: ..., options}})")
+
+
+def Ref(kind: str) -> Any:
+    """The type of a :func:`component_ref` field: ``Ref("kernels")``."""
+    return Annotated[Any, BeforeValidator(_as_spec), RefKind(kind)]
+
+
+def ref_fields(config: BaseModel) -> list[tuple[str, str]]:
+    """(field name, registry kind) of every component reference in a Config instance."""
+    out = []
+    for name, info in type(config).model_fields.items():
+        for meta in info.metadata:
+            if isinstance(meta, RefKind):
+                out.append((name, meta.kind))
+    return out
+
+
+def build_ref(spec: Any, kind: str, *args: Any, registries: "Registries | None" = None) -> Any:
+    """Build the component a :func:`component_ref` field names.
+
+    A Config validated by a recipe knows its entry; a plain name or mapping (a Config built in
+    Python) is looked up in ``registries`` (default: the installed plugins).
+    """
+    entry = getattr(type(spec), "__fewstep_entry__", None)
+    if entry is None:
+        spec = _as_spec(spec)
+        if registries is None:
+            from fewstep.plugins import get_registries
+
+            registries = get_registries()
+        entry = registries.kind(kind).get(spec["name"])
+        spec = entry.model().model_validate(spec)
+    elif entry.kind != kind:
+        raise PluginError(f"expected a {SINGULAR[kind]}, got {SINGULAR[entry.kind]} '{entry.name}'")
+    return entry.build(spec, *args)
 
 
 @dataclass

@@ -69,12 +69,18 @@ def make_schedule(ip: Interpolant, n: int, kind: str = "uniform", *, mid_etas: S
 
 # --- samplers ----------------------------------------------------------------------------------
 class Sampler:
-    """Base class: ``sampler(flowmap, x, ts, cond, generator)`` maps x at ts[0] to a sample at ts[-1]."""
+    """Base class: ``sampler(flowmap, x, ts, cond, generator)`` maps x at ts[0] to a sample at ts[-1].
+
+    ``guidance`` is the classifier-free guidance weight w on the backbone output G (IMM Eq. 14;
+    1 = off, 2 NFE per step otherwise); it acts only when labels are given.
+    """
 
     name = "sampler"
 
-    def __init__(self, schedule: str = "uniform", mid_etas: Sequence[float] = (1.4,), rho: float = 7.0):
+    def __init__(self, schedule: str = "uniform", mid_etas: Sequence[float] = (1.4,), rho: float = 7.0,
+                 guidance: float = 1.0):
         self.schedule_kind, self.mid_etas, self.rho = schedule, tuple(mid_etas), rho
+        self.guidance = float(guidance)
 
     def schedule(self, ip: Interpolant, n: int) -> Tensor:
         return make_schedule(ip, n, self.schedule_kind, mid_etas=self.mid_etas, rho=self.rho)
@@ -91,7 +97,7 @@ class Pushforward(Sampler):
 
     def __call__(self, fm, x, ts, cond=None, generator=None):
         for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
-            x = fm.f(x, s, t, cond)
+            x = fm.f(x, s, t, cond, self.guidance)
         return x
 
 
@@ -105,7 +111,7 @@ class Restart(Sampler):
         ip = fm.interpolant
         times = ts.tolist()
         for i, t in enumerate(times[:-1]):
-            x0 = fm.f(x, times[-1], t, cond)
+            x0 = fm.f(x, times[-1], t, cond, self.guidance)
             if i == len(times) - 2:
                 return x0
             t_next = ip.times(times[i + 1], x0)
@@ -121,7 +127,7 @@ class Euler(Sampler):
 
     def __call__(self, fm, x, ts, cond=None, generator=None):
         for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
-            x = x + (s - t) * fm.velocity(x, t, cond)
+            x = x + (s - t) * fm.velocity(x, t, cond, self.guidance)
         return x
 
 
@@ -133,12 +139,12 @@ class Heun(Sampler):
 
     def __call__(self, fm, x, ts, cond=None, generator=None):
         for t, s in zip(ts[:-1].tolist(), ts[1:].tolist()):
-            v = fm.velocity(x, t, cond)
+            v = fm.velocity(x, t, cond, self.guidance)
             x_euler = x + (s - t) * v
             if s <= 0.0:
                 x = x_euler
             else:
-                x = x + (s - t) * 0.5 * (v + fm.velocity(x_euler, s, cond))
+                x = x + (s - t) * 0.5 * (v + fm.velocity(x_euler, s, cond, self.guidance))
         return x
 
 
@@ -167,9 +173,9 @@ def generate(fm: FlowMap, sampler: Sampler, n_steps: int, n: int, shape: Sequenc
 
 
 def build(cls):
-    """Factory for a sampler class from its config (schedule, mid_etas, rho)."""
+    """Factory for a sampler class from its config (schedule, mid_etas, rho, guidance)."""
     def factory(cfg):
-        return cls(cfg.schedule, cfg.mid_etas, cfg.rho)
+        return cls(cfg.schedule, cfg.mid_etas, cfg.rho, cfg.guidance)
     factory.__name__ = f"build_{cls.name}"
     return factory
 

@@ -315,3 +315,51 @@ def test_rejects_unknown_parameterisation():
 def test_rejects_unknown_second_time():
     with pytest.raises(ValueError, match="second_time"):
         FlowMap(Tiny(3), OTFM(), "euler_fm", "both")
+
+
+# --- classifier-free guidance on G (IMM Eq. 14, App. E) ---------------------------------------------
+class Labelled(nn.Module):
+    """G = tanh(x) + e[label]: a known output per label, the null class included."""
+
+    def __init__(self, num_classes=3, d=2):
+        super().__init__()
+        self.e = torch.arange((num_classes + 1) * d, dtype=D64).reshape(num_classes + 1, d) / 10
+        self.batches = []
+
+    def forward(self, x, t, s, cond):
+        self.batches.append(x.shape[0])
+        return torch.tanh(x) + self.e[cond]
+
+
+@pytest.mark.parametrize("w", [0.0, 1.5, 4.0])
+def test_guidance_combines_conditional_and_null_outputs_of_G(w):
+    net = Labelled()
+    fm = FlowMap(net, OTFM(SIGMA_D), "euler_fm", "s", num_classes=3)
+    x_t, s, t = _batch(6, 2)
+    cond = torch.tensor([0, 1, 2, 0, 1, 2])
+    guided = fm.G(x_t, s, t, cond, guidance=w)
+    u = x_t * fm.c_in(t)[:, None]
+    g_c, g_0 = torch.tanh(u) + net.e[cond], torch.tanh(u) + net.e[3]
+    assert torch.allclose(guided, g_0 + w * (g_c - g_0))
+    assert net.batches == [12] and fm.nfe == 2  # one batched call, two NFE per sample
+    f = fm.f(x_t, s, t, cond, guidance=w)  # f combines the guided G, not guided f's
+    c_skip, c_out = fm.coefficients(s, t)
+    assert torch.allclose(f, c_skip[:, None] * x_t + c_out[:, None] * (g_0 + w * (g_c - g_0)))
+
+
+def test_guidance_one_or_no_labels_is_a_single_plain_call():
+    net = Labelled()
+    fm = FlowMap(net, OTFM(SIGMA_D), "euler_fm", "s", num_classes=3)
+    x_t, s, t = _batch(4, 2)
+    cond = torch.tensor([0, 1, 2, 0])
+    assert torch.equal(fm.G(x_t, s, t, cond, guidance=1.0), fm.G(x_t, s, t, cond))
+    assert net.batches == [4, 4] and fm.nfe == 2
+    with pytest.raises(ValueError, match="unconditional"):
+        FlowMap(net, OTFM(SIGMA_D), "euler_fm", "s").null_labels(cond)
+
+
+def test_with_net_keeps_every_setting():
+    fm = FlowMap(Tiny(3), VPCosine(SIGMA_D), "simple_edm", "stride", time_scale=250.0, num_classes=7)
+    other = fm.with_net(Tiny(3, seed=1))
+    assert (other.param.name, other.second_time, other.time_scale, other.num_classes, other.interpolant) == (
+        "simple_edm", "stride", 250.0, 7, fm.interpolant)

@@ -318,3 +318,22 @@ def test_generate_image_shape():
     fm = FlowMap(Zero(), ip, "euler_fm", "s")
     samples, nfe = generate(fm, Pushforward(), 2, 5, (3, 4, 4), generator=_gen(16), batch_size=2)
     assert samples.shape == (5, 3, 4, 4) and nfe == 2
+
+
+class LabelShift(nn.Module):
+    def forward(self, x, t, s, cond):
+        return torch.zeros_like(x) + cond[:, None].to(x.dtype)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS, ids=SIDS)
+def test_samplers_pass_guidance_to_the_flow_map(sampler):
+    fm = FlowMap(LabelShift(), OTFM(SIGMA_D), "euler_fm", "s", num_classes=4)
+    cond = torch.tensor([1, 2, 3])
+    x = torch.zeros(3, 2, dtype=D64)
+    ts = uniform_schedule(fm.interpolant, 2)
+    plain = sampler()(fm, x, ts, cond, _gen(0))
+    nfe = fm.nfe
+    guided = sampler(guidance=2.0)(fm, x, ts, cond, _gen(0))
+    assert fm.nfe - nfe == 2 * nfe  # every backbone call is a guided pair
+    # G_w = G(null) + w (G(c) - G(null)) = 4 + 2 (c - 4): the guided run moves differently
+    assert not torch.allclose(plain, guided)

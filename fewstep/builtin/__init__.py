@@ -77,6 +77,9 @@ class SamplerConfig(ComponentConfig):
         [1.4], description="Intermediate eta values for the 'eta' schedule when their count is steps-1 "
                            "(IMM App. I.2: 2 steps through eta = 1.4).")
     rho: float = Field(7.0, gt=0, description="rho of the 'edm' schedule (Karras et al. 2022).")
+    guidance: float = Field(
+        1.0, ge=0, description="Classifier-free guidance weight w on the backbone output G, for labelled data "
+                               "(IMM Eq. 14; 1 = off; the released ImageNet sampler uses 1.5).")
 
 
 @hookimpl

@@ -41,13 +41,18 @@ def recipe_from_dict(data: dict[str, Any], registries: Registries | None = None,
 
 def recipe_dict(recipe) -> dict[str, Any]:
     """The resolved recipe, every default filled in, with ``name`` first in each component."""
-    data = recipe.model_dump(mode="json")
-    for section in COMPONENTS:
-        spec = data.get(section)
-        if isinstance(spec, dict) and "name" in spec:
-            data[section] = {"name": spec.pop("name"), **spec}
-    data["eval"]["metrics"] = [{"name": m.pop("name"), **m} for m in data["eval"]["metrics"]]
-    return data
+    return _name_first(recipe.model_dump(mode="json"))
+
+
+def _name_first(value: Any) -> Any:
+    """Put ``name`` first in every component mapping (sections, metrics, nested references)."""
+    if isinstance(value, list):
+        return [_name_first(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {"name": value["name"]} if isinstance(value.get("name"), str) else {}
+    out.update((k, _name_first(v)) for k, v in value.items() if k not in out)
+    return out
 
 
 def dump_recipe(recipe, header: dict[str, Any] | None = None) -> str:

@@ -7,13 +7,12 @@ registries, as a discriminated union on ``name`` per component section.
 """
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from fewstep.errors import RecipeError
-from fewstep.registry import Entry, Registries, Registry
+from fewstep.registry import Entry, Registries, Registry, ref_fields
 
 # Recipe section -> registry kind
 COMPONENTS = {
@@ -23,6 +22,10 @@ COMPONENTS = {
     "objective": "objectives",
     "sampler": "samplers",
 }
+
+
+# Sections that may be left out, and the component they then default to.
+DEFAULT_NAMES = {"interpolant": "ot_fm"}
 
 
 class Section(BaseModel):
@@ -77,18 +80,7 @@ class OutputConfig(Section):
 
 def tagged(entry: Entry) -> type[BaseModel]:
     """The entry's Config with a ``name: Literal[entry.name]`` field, for the discriminated union."""
-    return _tagged(entry.kind, entry.name, entry.config, entry.description)
-
-
-@functools.lru_cache(maxsize=None)
-def _tagged(kind: str, name: str, config: type[BaseModel], description: str) -> type[BaseModel]:
-    model = create_model(
-        f"{kind[:-1].title()}_{name}",
-        __base__=config,
-        name=(Literal[name], Field(description=description)),
-    )
-    model.__doc__ = config.__doc__ or description
-    return model
+    return entry.model()
 
 
 def _union(reg: Registry) -> Any:
@@ -102,7 +94,7 @@ def _union(reg: Registry) -> Any:
 
 def recipe_model(regs: Registries) -> type[BaseModel]:
     """Build the Recipe model for the installed components."""
-    default_ip = regs.interpolants.entries.get("ot_fm")
+    default_ip = regs.interpolants.entries.get(DEFAULT_NAMES["interpolant"])
     eval_model = create_model(
         "EvalConfig",
         __base__=Section,
@@ -121,7 +113,7 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         "network": (_union(regs.networks), Field(description="The backbone (by name)")),
         "interpolant": (
             _union(regs.interpolants),
-            Field(default_factory=(lambda: tagged(default_ip)(name="ot_fm")) if default_ip else None,
+            Field(default_factory=(lambda: tagged(default_ip)(name=DEFAULT_NAMES["interpolant"])) if default_ip else None,
                   description="The interpolant (by name); default ot_fm"),
         ),
         "objective": (_union(regs.objectives), Field(description="The training objective (by name)")),
@@ -153,7 +145,15 @@ def validate(source, regs: Registries):
         spec = data.get(section)
         if isinstance(spec, str):  # "objective: fm" is short for {name: fm}
             spec = data[section] = {"name": spec}
-        if isinstance(spec, dict) and "name" in spec and spec["name"] not in regs.kind(kind):
+        if isinstance(spec, dict) and "name" not in spec:
+            if section in DEFAULT_NAMES and DEFAULT_NAMES[section] in regs.kind(kind):
+                spec["name"] = DEFAULT_NAMES[section]  # e.g. only `--set interpolant.T=...` given
+            else:
+                where, _ = source.locate((section,))
+                problems.append(f"{where} {section}.name: field required "
+                                f"(known: {', '.join(regs.kind(kind).names()) or 'none'})")
+                bad_sections.add(section)
+        elif isinstance(spec, dict) and spec["name"] not in regs.kind(kind):
             where, _ = source.locate((section, "name"))
             problems.append(f"{where} {section}.name: {regs.kind(kind).unknown_message(spec['name'])}")
             bad_sections.add(section)
@@ -167,12 +167,33 @@ def validate(source, regs: Registries):
             where, loc = source.locate(err["loc"])
             problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {_message(err)}")
     if recipe is not None and not problems:
-        for loc, msg in cross_check(recipe, regs):
+        for loc, msg in resolve_refs(recipe, regs) or cross_check(recipe, regs):
             where, loc = source.locate(loc)
             problems.append(f"{where} {'.'.join(map(str, loc))}: {msg}")
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def resolve_refs(recipe, regs: Registries) -> list[tuple[tuple, str]]:
+    """Validate every component reference (``fewstep.registry.component_ref``, e.g. an objective's
+    kernel) against its registry, and store the validated Config in its place."""
+    out: list[tuple[tuple, str]] = []
+    for section in COMPONENTS:
+        cfg = getattr(recipe, section)
+        for field, kind in ref_fields(cfg) if cfg is not None else ():
+            spec = getattr(cfg, field)
+            if isinstance(spec, BaseModel):
+                continue
+            reg = regs.kind(kind)
+            if spec["name"] not in reg:
+                out.append(((section, field), reg.unknown_message(spec["name"])))
+                continue
+            try:
+                setattr(cfg, field, reg.get(spec["name"]).model().model_validate(spec))
+            except ValidationError as exc:
+                out.extend(((section, field, *err["loc"]), _message(err)) for err in exc.errors(include_url=False))
+    return out
 
 
 def cross_check(recipe, regs: Registries) -> list[tuple[tuple, str]]:

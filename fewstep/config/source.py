@@ -69,6 +69,8 @@ class Source:
                 if seg not in value:
                     if str(seg) in value:
                         seg = str(seg)
+                    elif value.get("name") == seg:
+                        continue  # the discriminator tag of this component
                     elif i == len(loc) - 1:
                         clean.append(seg)  # a missing key: reported at its parent
                         break

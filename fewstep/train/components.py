@@ -58,13 +58,14 @@ def build_components(recipe, regs: Registries, device: torch.device | str | None
     torch.manual_seed(recipe.train.seed)  # the initial weights follow the recipe's seed
     net = regs.networks.build(recipe.network, spec).to(device)
     fm = FlowMap(net, interpolant, recipe.flowmap.parameterisation, recipe.flowmap.second_time,
-                 recipe.flowmap.time_scale)
+                 recipe.flowmap.time_scale, dataset.num_classes)
     obj = regs.objectives.build(recipe.objective, interpolant) if objective else None
+    if obj is not None and hasattr(obj, "setup"):
+        obj.setup(recipe)  # an objective may read the run's settings (e.g. train.steps for a curriculum)
     sampler = regs.samplers.build(recipe.sampler)
     return Components(recipe, dataset, interpolant, fm, obj, sampler, device)
 
 
 def flowmap_for(comps: Components, net: torch.nn.Module) -> FlowMap:
     """The same flow map around other weights (the EMA copy, for evaluation)."""
-    fm = comps.flowmap
-    return FlowMap(net, fm.interpolant, fm.param.name, fm.second_time, fm.time_scale)
+    return comps.flowmap.with_net(net)

@@ -3,7 +3,8 @@
 Every step reseeds its random streams from (seed, rank, step), so a run resumed from a checkpoint
 draws exactly the data, times and noise an uninterrupted run would, and ends with identical
 weights on CPU. The loop never special-cases an objective: it calls ``objective.loss(flowmap,
-batch, step)`` and steps the optimiser.
+batch, step)`` and steps the optimiser. An objective that keeps state of its own (say a target
+network) exposes ``state_dict()``/``load_state_dict()`` and is checkpointed with the run.
 """
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
     cfg = comps.recipe.train
     fm, net, obj = comps.flowmap, comps.net, comps.objective
     params = [p for p in net.parameters() if p.requires_grad]
+    stateful = hasattr(obj, "state_dict")  # an objective may keep state (e.g. a target network)
     opt = make_optimizer(params, cfg)
     ema = EMA(net, cfg.ema_decay)
     start = 0
@@ -80,6 +82,8 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
         state = load_state(ckpt)
         opt.load_state_dict(state["optimizer"])
         ema.updates, start = int(state["ema_updates"]), int(state["step"])
+        if stateful and "objective" in state:
+            obj.load_state_dict(state["objective"])
     metrics_path = run_dir / "metrics.jsonl"
     _trim_metrics(metrics_path, start)
     config = recipe_dict(comps.recipe)
@@ -91,7 +95,8 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
 
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir, step, net, ema.net,
-                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates}, config,
+                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates,
+                         **({"objective": obj.state_dict()} if stateful else {})}, config,
                         keep=cfg.keep_checkpoints)
 
     try:
@@ -117,7 +122,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
             loss_sum += loss.detach()
             n_sum += 1
             for k, v in logs.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
+                logs_sum[k] = logs_sum.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else float(v))
             done = step + 1
             bar.advance(done)
             if done % cfg.log_every == 0 or done == end:
@@ -125,7 +130,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
                 rec = {"step": done, "loss": loss_sum.item() / n_sum, "lr": opt.param_groups[0]["lr"],
                        "grad_norm": float(grad_norm), "steps_per_s": n_sum / (now - t_log),
                        "samples_per_s": n_sum * cfg.batch_size / (now - t_log),
-                       **{k: v / n_sum for k, v in logs_sum.items()}}
+                       **{k: float(v) / n_sum for k, v in logs_sum.items()}}
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(rec) + "\n")
                 bar.status(done, {"loss": rec["loss"], "it/s": rec["steps_per_s"]})

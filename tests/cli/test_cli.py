@@ -105,8 +105,9 @@ def test_plugins_lists_entries_with_their_plugin():
     res = run("plugins", "--json")
     assert res.exit_code == 0
     data = json.loads(res.stdout)
-    assert {"name": "fm", "plugin": "fm"} == {k: data["components"]["objectives"][0][k] for k in ("name", "plugin")}
-    assert {p["name"] for p in data["plugins"]} >= {"core", "fm"}
+    objectives = {e["name"]: e["plugin"] for e in data["components"]["objectives"]}
+    assert objectives["fm"] == "fm" and objectives["imm"] == "imm"
+    assert {p["name"] for p in data["plugins"]} >= {"core", "fm", "imm"}
     res = run("plugins")
     assert res.exit_code == 0 and "pushforward" in res.stdout
 

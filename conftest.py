@@ -1,4 +1,4 @@
-"""Shared fixtures: one torch thread (2 on a loaded 2-core machine can be 5-70x slower), no hub access."""
+"""Shared fixtures for tests/ and plugins/*/tests: one torch thread (2 on a loaded 2-core machine can be 5-70x slower), no hub access."""
 from __future__ import annotations
 
 import os

@@ -1,0 +1,127 @@
+"""The IMM loss (Zhou, Ermon & Song 2025, §4, Alg. 3, Eq. 12-13, 67; research/imm.md §4.9).
+
+One step, for a batch of B = (B/M) x M samples:
+
+1. per group of M consecutive samples draw t ~ U(eps, T), s ~ U(eps, t) and set r = r(s, t);
+2. x_t = alpha_t x + sigma_t eps and x_r = alpha_r x + sigma_r eps with the same eps (DDIM reuse of x_t);
+3. online pass y = f_theta(x_t, s, t) with grad; target pass y~ = f_theta-(x_r, s, r) without
+   (theta- = stop-gradient of the current weights; r = s gives y~ = x_r, the interpolant itself);
+4. per group the biased V-statistic MMD^2 over all M^2 pairs with bandwidth w~(s, t);
+5. loss = mean over groups of w(s, t) MMD^2.
+
+Two forward passes per step, whatever M is.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from fewstep.errors import ConfigError
+from fewstep.flowmap import FlowMap, online_and_target
+from fewstep.interpolants import Interpolant
+from fewstep.kernels import mmd2
+from fewstep.registry import build_ref
+from fewstep_imm.times import mapping_r, sample_times
+from fewstep_imm.weighting import kernel_bandwidth, loss_weight
+
+Tensor = torch.Tensor
+
+
+class IMM:
+    """Inductive Moment Matching as a fewstep objective: ``loss(flowmap, batch, step)``."""
+
+    def __init__(self, cfg, interpolant: Interpolant):
+        self.cfg, self.ip = cfg, interpolant
+        self.kernel = build_ref(cfg.kernel, "kernels")
+        self._target_net: torch.nn.Module | None = None  # EMA target (target = ema)
+        self._target_state: dict | None = None  # loaded before the net exists
+
+    # --- pieces, public so that tests and other objectives can use them ----------------------
+    def times(self, n_groups: int, device) -> tuple[Tensor, Tensor, Tensor]:
+        """(s, r, t) per group, float64 [n_groups]."""
+        cfg = self.cfg
+        s, t = sample_times(self.ip, n_groups, device)
+        return s, mapping_r(self.ip, s, t, cfg.mapping, cfg.k, cfg.min_gap), t
+
+    def weight(self, t: Tensor) -> Tensor:
+        """w(s, t) of IMM Eq. 13 with this config's a, b and factor switches."""
+        cfg = self.cfg
+        return loss_weight(self.ip, t, cfg.a, cfg.b, cfg.weight_elbo, cfg.weight_alpha, cfg.weight_norm)
+
+    def group_size(self, batch: int) -> int:
+        m = self.cfg.group_size
+        if batch % m:
+            raise ConfigError(f"objective.group_size: {m} must divide the per-device batch ({batch})")
+        return m
+
+    def target_flowmap(self, fm: FlowMap) -> FlowMap:
+        """theta-: the current weights (default), or their EMA when target = ema."""
+        if self.cfg.target == "online":
+            return fm
+        fresh = self._target_net is None
+        if fresh:
+            self._target_net = copy.deepcopy(fm.net).requires_grad_(False)
+            if self._target_state is not None:  # resumed: continue the saved EMA
+                self._target_net.load_state_dict(self._target_state)
+                fresh, self._target_state = False, None
+        if not fresh:
+            with torch.no_grad():
+                d = self.cfg.target_ema_decay
+                for p_t, p in zip(self._target_net.parameters(), fm.net.parameters()):
+                    p_t.lerp_(p.detach(), 1.0 - d)
+        self._target_net.train(fm.net.training)
+        return fm.with_net(self._target_net)
+
+    # --- the loss ------------------------------------------------------------------------------
+    def loss(self, fm: FlowMap, batch, step: int):
+        cfg, ip = self.cfg, self.ip
+        x, cond = batch.x, batch.cond
+        B = x.shape[0]
+        M = self.group_size(B)
+        s, r, t = self.times(B // M, x.device)
+        noise = ip.prior(tuple(x.shape), device=x.device, dtype=x.dtype)
+        x_t = ip.interpolate(x, noise, t.repeat_interleave(M).to(x.dtype))
+        x_r = ip.interpolate(x, noise, r.repeat_interleave(M).to(x.dtype))  # = DDIM(x_t, x, r, t): the same eps
+
+        cond_online = cond_target = cond
+        if cond is not None and cfg.label_dropout > 0:
+            drop = torch.rand(cond.shape, device=cond.device) < cfg.label_dropout
+            cond_online = torch.where(drop, fm.null_labels(cond), cond)
+            cond_target = cond_online if cfg.target_labels == "same" else cond
+
+        loss, mmd = self.matching_loss(fm, x_t, x_r, s, r, t, cond_online, cond_target)
+        return loss, {"mmd2": mmd.detach().mean(), "r_is_s": (r == s).double().mean()}
+
+    def matching_loss(self, fm: FlowMap, x_t: Tensor, x_r: Tensor, s: Tensor, r: Tensor, t: Tensor,
+                      cond_online: Tensor | None = None, cond_target: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor]:
+        """mean_i w(s_i, t_i) MMD^2_i between y = f(x_t, s, t) and the stop-gradient y~ = f(x_r, s, r)
+        (IMM Eq. 12, 67). x_t, x_r: [B, ...] in groups of M consecutive samples; s, r, t: one per
+        group, [B/M]. Returns (loss, per-group MMD^2)."""
+        cfg = self.cfg
+        G = s.shape[0]
+        M = x_t.shape[0] // G
+        s_, r_, t_ = (v.repeat_interleave(M).to(x_t.dtype) for v in (s, r, t))
+        y, y_tilde = online_and_target(fm, self.target_flowmap(fm), (x_t, s_, t_, cond_online),
+                                       (x_r, s_, r_, cond_target), shared_dropout=cfg.shared_dropout,
+                                       target_fp32=cfg.target_fp32)
+        w_tilde = kernel_bandwidth(fm, s, t, cfg.bandwidth).to(y.dtype)
+        mmd = mmd2(self.kernel, y.reshape(G, M, -1), y_tilde.reshape(G, M, -1), w_tilde)
+        return (self.weight(t).to(y.dtype) * mmd).mean(), mmd
+
+    # --- state (the EMA target), checkpointed by the training loop ---------------------------
+    def state_dict(self) -> dict:
+        if self._target_net is None:
+            return {}
+        return {"target": {k: v.detach().clone() for k, v in self._target_net.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        target = state.get("target")
+        if target is None:
+            return
+        if self._target_net is not None:
+            self._target_net.load_state_dict(target)
+        else:
+            self._target_state = target
+
