@@ -1,13 +1,13 @@
-"""IMM vs flow matching on toy data, as in the README's results section.
+"""IMM vs consistency training vs flow matching on toy data, as in the README's results section.
 
     .venv/bin/python scripts/toy_results.py                      # 8-gaussians and checkerboard
     .venv/bin/python scripts/toy_results.py --data moons
     .venv/bin/python scripts/toy_results.py --ablation group_size=1,2,4,8
 
-Trains recipes/fm_toy.yaml and recipes/imm_toy.yaml on each data set (same network, budget and
+Trains recipes/fm_toy.yaml, ct_toy.yaml and imm_toy.yaml on each data set (same network, budget and
 seeds; a run already finished with the same recipe is reused, an interrupted one resumed), evaluates
 their EMA weights at 1, 2, 4, 8 steps on the same noise and reference data, and prints markdown tables
-of energy distance and SW2 with the checks of issue 3. With ``--ablation FIELD=V1,V2,...`` it trains
+of energy distance and SW2 with the checks of issues 3 and 4. With ``--ablation FIELD=V1,V2,...`` it trains
 IMM once per value of ``objective.FIELD`` instead.
 """
 from __future__ import annotations
@@ -62,11 +62,15 @@ def table(results: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
-def checks(fm: dict, imm: dict) -> list[str]:
+def checks(fm: dict, ct: dict, imm: dict) -> list[str]:
     e, s = (lambda r, k: r["rows"][k]["energy"]), (lambda r, k: r["rows"][k]["sw2"])
     out = [(f"energy IMM 2 steps {e(imm, 2):.4g} <= FM 8 steps {e(fm, 8):.4g}", e(imm, 2) <= e(fm, 8)),
            (f"energy IMM 1 step {e(imm, 1):.4g} <= FM 4 steps {e(fm, 4):.4g}", e(imm, 1) <= e(fm, 4)),
-           (f"SW2 IMM 1 step {s(imm, 1):.4g} <= FM 1 step / 4 = {s(fm, 1) / 4:.4g}", s(imm, 1) <= s(fm, 1) / 4)]
+           (f"SW2 IMM 1 step {s(imm, 1):.4g} <= FM 1 step / 4 = {s(fm, 1) / 4:.4g}", s(imm, 1) <= s(fm, 1) / 4),
+           (f"SW2 CT 1 step {s(ct, 1):.4g} < FM 1 step {s(fm, 1):.4g}", s(ct, 1) < s(fm, 1)),
+           (f"SW2 CT 2 steps {s(ct, 2):.4g} < FM 2 steps {s(fm, 2):.4g}", s(ct, 2) < s(fm, 2)),
+           (f"CT 2 steps better than 1 step: SW2 {s(ct, 2):.4g} < {s(ct, 1):.4g}, energy {e(ct, 2):.4g} < {e(ct, 1):.4g}",
+            s(ct, 2) < s(ct, 1) and e(ct, 2) < e(ct, 1))]
     return [f"- [{'x' if ok else ' '}] {text}" for text, ok in out]
 
 
@@ -77,7 +81,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     args = ap.parse_args()
     regs = get_registries()
-    fm_recipe, imm_recipe = ROOT / "recipes" / "fm_toy.yaml", ROOT / "recipes" / "imm_toy.yaml"
+    fm_recipe, ct_recipe, imm_recipe = (ROOT / "recipes" / f"{m}_toy.yaml" for m in ("fm", "ct", "imm"))
     for data in args.data:
         base = [f"data.name={data}", *args.set]
         if args.ablation:
@@ -87,6 +91,7 @@ def main() -> None:
                        for v in values.split(",")]
         else:
             results = [run_one("FM (Euler)", fm_recipe, base + [f"output.name=fm_{data}"], regs),
+                       run_one("CT (restart)", ct_recipe, base + [f"output.name=ct_{data}"], regs),
                        run_one("IMM (pushforward)", imm_recipe, base + [f"output.name=imm_{data}"], regs)]
         print(f"\n### {data}\n")
         for metric in METRICS:
