@@ -14,7 +14,7 @@ import torch
 
 from fewstep.flowmap import FlowMap
 
-__all__ = ["ProbeNet", "RecordingFlowMap"]
+__all__ = ["ProbeNet", "RecordingFlowMap", "rng_draws"]
 
 
 class ProbeNet(torch.nn.Module):
@@ -57,3 +57,11 @@ class RecordingFlowMap(FlowMap):
 
     def with_net(self, net):
         return self
+
+
+def rng_draws(objective, interpolant, batch, parameterisation: str = "euler_fm") -> list[float]:
+    """The RNG draw each backbone call of one ``objective.loss`` step saw (through a :class:`ProbeNet`):
+    equal draws mean the passes share their dropout masks."""
+    net = ProbeNet(batch.x.shape[-1])
+    objective.loss(FlowMap(net, interpolant, parameterisation, "s"), batch, 0)
+    return [c["draw"] for c in net.calls]

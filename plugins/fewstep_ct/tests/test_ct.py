@@ -14,7 +14,7 @@ from fewstep.data.base import Batch
 from fewstep.errors import ConfigError
 from fewstep.flowmap import FlowMap
 from fewstep.interpolants import OTFM
-from fewstep.testing import ProbeNet, RecordingFlowMap
+from fewstep.testing import ProbeNet, RecordingFlowMap, rng_draws
 from fewstep_ct import MID_ETA, CTConfig
 from fewstep_ct.objective import ConsistencyTraining
 
@@ -155,9 +155,7 @@ def test_two_forward_passes_per_step(mapping):
 @pytest.mark.parametrize("shared", [True, False])
 def test_shared_dropout_replays_the_rng_for_the_target_pass(shared):
     obj, ip = ct(shared_dropout=shared)
-    net = ProbeNet()
-    obj.loss(FlowMap(net, ip, "euler_fm", "s"), Batch(data()), 0)
-    online, target = (c["draw"] for c in net.calls)
+    online, target = rng_draws(obj, ip, Batch(data()))
     assert (online == target) is shared
 
 
