@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/fewstep eval runs/imm_toy
 
 results: setup
-	$(PY) scripts/toy_results.py
+	$(VENV)/bin/fewstep bench recipes/bench_toy.yaml
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

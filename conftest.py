@@ -10,6 +10,11 @@ import pytest  # noqa: E402
 
 
 def pytest_configure(config):
+    import tempfile
+
+    # fewstep's caches (the digits classifier, reference statistics) go to a fresh folder per session,
+    # so tests neither read nor fill the user's ~/.cache/fewstep.
+    os.environ["FEWSTEP_CACHE"] = tempfile.mkdtemp(prefix="fewstep-cache-")
     try:
         import torch
 

@@ -113,6 +113,12 @@ class SpiralConfig(ComponentConfig):
     noise: float = Field(0.05, ge=0, description="Relative std of the Gaussian noise.")
 
 
+class DigitsConfig(ComponentConfig):
+    size: Literal[8, 16, 32] = Field(8, description="Image side in pixels: the 8x8 originals, or bilinear upsamplings for UNets.")
+    conditional: bool = Field(False, description="Class-conditional on the digit label (10 classes, plus a null class for CFG).")
+    xflip: bool = Field(False, description="Mirror half of each batch left-right (data augmentation; off for digits).")
+
+
 @hookimpl
 def fewstep_register_datasets(registry):
     toy = "fewstep.builtin.factories:build_toy"
@@ -120,6 +126,8 @@ def fewstep_register_datasets(registry):
     registry.add("checkerboard", toy, CheckerboardConfig, "uniform on a checkerboard's black cells (2D toy)")
     registry.add("moons", toy, MoonsConfig, "two interleaved half circles (2D toy)")
     registry.add("spiral", toy, SpiralConfig, "2D swiss roll (2D toy)")
+    registry.add("digits", "fewstep.builtin.factories:build_digits", DigitsConfig,
+                 "sklearn's bundled 1797 8x8 handwritten digits (images, no download)")
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -132,6 +140,28 @@ class MMDConfig(ComponentConfig):
         None, description="Gaussian kernel bandwidths; null = median heuristic x (0.5, 1, 2).")
 
 
+class FIDConfig(ComponentConfig):
+    kid: bool = Field(True, description="Also the kernel Inception distance (KID, Binkowski et al. 2018).")
+    kid_subsets: int = Field(100, ge=1, description="KID subsets of min(1000, n) samples (torch-fidelity's default).")
+    isc: bool = Field(False, description="Also the Inception score (IS).")
+    prc: bool = Field(False, description="Also precision/recall (Kynkaanniemi et al. 2019; needs VGG16 weights).")
+    weights: Optional[str] = Field(
+        None, description="Inception weights file (weights-inception-2015-12-05-6726825d.pth); null = "
+                          "$FEWSTEP_INCEPTION_WEIGHTS or torch hub's checkpoints folder.")
+    reference: str = Field(
+        "data", description="'data': fresh samples of the recipe's dataset; or a torch-fidelity input such as "
+                            "cifar10-train (the 50k training images papers compare against).")
+    device: str = Field("auto", description="Where the feature extractor runs: auto (CUDA when present), cpu, cuda.")
+
+
+class FDDigitsConfig(ComponentConfig):
+    kid: bool = Field(True, description="Also the kernel distance (KID) in the same features.")
+    kid_subsets: int = Field(10, ge=1, description="KID subsets of min(1000, n) samples (torch-fidelity's default is "
+                                                   "100; 10 keeps a CPU evaluation at seconds).")
+    isc: bool = Field(False, description="Also the classifier's 'inception score' (IS-digits).")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda.")
+
+
 @hookimpl
 def fewstep_register_metrics(registry):
     registry.add("sw2", "fewstep.builtin.factories:build_sw2", SW2Config,
@@ -140,3 +170,7 @@ def fewstep_register_metrics(registry):
                  "Gaussian-kernel MMD^2 (V-statistic) to fresh data (points)")
     registry.add("energy", "fewstep.builtin.factories:build_energy_distance", NoConfig,
                  "energy distance to fresh data (points)")
+    registry.add("fid", "fewstep.builtin.factories:build_fid", FIDConfig,
+                 "FID (and KID, IS, precision/recall) in Inception features, through torch-fidelity (images)")
+    registry.add("fd_digits", "fewstep.builtin.factories:build_fd_digits", FDDigitsConfig,
+                 "Frechet distance (and KID) in the features of a digits classifier: CPU-scale, not FID (images)")

@@ -9,6 +9,13 @@ def _params(cfg) -> dict:
     return cfg.model_dump(exclude={"name"})
 
 
+def build_digits(cfg, sigma_d: float = 0.5):
+    """sklearn's 8x8 digits as an image dataset with overall std sigma_d."""
+    from fewstep.data.images import load_digits_dataset
+
+    return load_digits_dataset(cfg.size, sigma_d, cfg.conditional, cfg.xflip)
+
+
 def build_toy(cfg, sigma_d: float = 0.5) -> ToyDataset:
     """A 2D toy set named by the registry entry, normalised to overall std sigma_d."""
     return ToyDataset(cfg.name, sigma_d, **_params(cfg))
@@ -42,3 +49,30 @@ def build_energy_distance(cfg) -> PointMetric:
     return PointMetric("energy", toy_metrics.energy_distance)
 
 
+
+
+class FidelityMetric:
+    """Image metrics through torch-fidelity, called as ``metric(samples_u8, reference_u8, generator)``
+    and returning values labelled by their feature extractor (``FID``/``KID`` or ``FD-digits``/...)."""
+
+    kind = "images"
+
+    def __init__(self, name: str, features: str, cfg):
+        self.name, self.features, self.cfg = name, features, cfg
+
+    def __call__(self, x, y, generator=None) -> dict[str, float]:
+        from fewstep.eval.fidelity import fidelity
+
+        cfg = self.cfg
+        reference = y if getattr(cfg, "reference", "data") == "data" else cfg.reference
+        return fidelity(x, reference, features=self.features, fid=True, kid=cfg.kid, isc=cfg.isc,
+                        prc=getattr(cfg, "prc", False), device=cfg.device, weights=getattr(cfg, "weights", None),
+                        kid_subsets=cfg.kid_subsets)
+
+
+def build_fid(cfg) -> FidelityMetric:
+    return FidelityMetric("fid", "inception", cfg)
+
+
+def build_fd_digits(cfg) -> FidelityMetric:
+    return FidelityMetric("fd_digits", "digits", cfg)

@@ -24,11 +24,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fewstep.cli import check, eval as eval_cmd, plugins, sample, schema, train
+    from fewstep.cli import bench, check, eval as eval_cmd, plugins, sample, schema, train
 
     app.command("train")(train.train)
     app.command("sample")(sample.sample)
     app.command("eval")(eval_cmd.evaluate)
+    app.command("bench")(bench.bench)
     app.command("check")(check.check)
     app.command("schema")(schema.schema)
     app.command("plugins")(plugins.plugins)

@@ -6,6 +6,7 @@ tree, so every validation error can name ``file:line:col``.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,17 +136,24 @@ def apply_overrides(source: Source, overrides: list[str] | tuple[str, ...]) -> S
     """Apply ``a.b.c=value`` overrides (repeatable ``--set``) to the parsed data, in order."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        path = tuple(p for p in key.strip().split(".") if p)
-        if not sep or not path:
+        if not sep or not key.strip(".").strip():
             raise RecipeError([f"--set {item}: expected dotted.path=value, e.g. train.lr=3e-4"])
-        target = source.data
-        for i, part in enumerate(path[:-1]):
-            nxt = target.get(part) if isinstance(target, dict) else None
-            if nxt is None:
-                nxt = target[part] = {}
-            if not isinstance(nxt, dict):
-                raise RecipeError([f"--set {item}: {'.'.join(path[: i + 1])} is not a section"])
-            target = nxt
-        target[path[-1]] = parse_scalar(raw)
-        source.overrides[path] = f"--set {item}"
+        set_value(source, key, parse_scalar(raw), f"--set {item}")
+    return source
+
+
+def set_value(source: Source, key: str, value: Any, label: str) -> Source:
+    """Set ``a.b.c`` to an already-parsed value (a whole section when the path is one name); errors
+    in it are reported at ``label`` (the ``--set`` flag, or the bench file field that set it)."""
+    path = tuple(p for p in key.strip().split(".") if p)
+    target = source.data
+    for i, part in enumerate(path[:-1]):
+        nxt = target.get(part) if isinstance(target, dict) else None
+        if nxt is None:
+            nxt = target[part] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError([f"{label}: {'.'.join(path[: i + 1])} is not a section"])
+        target = nxt
+    target[path[-1]] = copy.deepcopy(value)  # validation may rewrite it; never share it between recipes
+    source.overrides[path] = label
     return source

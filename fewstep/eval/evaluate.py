@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fewstep.errors import CheckpointError
+from fewstep.errors import CheckpointError, ConfigError
 from fewstep.samplers import generate
 from fewstep.train.checkpoint import latest_checkpoint, load_weights
 from fewstep.train.components import Components, build_components, flowmap_for, set_threads
@@ -48,28 +48,56 @@ class EvalResult:
         return {"rows": self.rows, "floor": self.floor, **self.meta}
 
 
+def labels_for(comps: Components, n: int, seed: int) -> torch.Tensor | None:
+    """Class labels for n samples of a class-conditional run (uniform, seeded), else None."""
+    k = comps.dataset.num_classes
+    return torch.randint(0, k, (n,), generator=torch.Generator().manual_seed(seed + 4)) if k else None
+
+
 def sample(comps: Components, fm, sampler, n_steps: int, n: int, seed: int, batch_size: int = 4096):
     """n samples with an n_steps sampler from seeded prior noise; returns (samples, nfe, seconds)."""
     gen = torch.Generator().manual_seed(seed)
+    cond = labels_for(comps, n, seed)
     t0 = time.perf_counter()
     x, nfe = generate(fm, sampler, n_steps, n, comps.dataset.shape, generator=gen, device=comps.device,
-                      batch_size=batch_size)
+                      batch_size=batch_size, cond=None if cond is None else cond.to(comps.device))
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return x.cpu(), nfe, time.perf_counter() - t0
+
+
+def _measure(metric, x: torch.Tensor, ref: torch.Tensor, dataset, generator) -> dict[str, float]:
+    """One metric on one sample set: image metrics see uint8 images, point metrics flat vectors.
+
+    A metric returns a float (its column is the metric's name) or a dict of labelled values
+    (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
+    """
+    if getattr(metric, "kind", "points") == "images":
+        if dataset.kind != "images":
+            raise ConfigError(f"eval.metrics: {metric.name} needs image data; data is {dataset.kind}")
+        out = metric(dataset.to_uint8(x), dataset.to_uint8(ref), generator)
+    else:
+        out = metric(x.flatten(1), ref.flatten(1), generator)
+    return {k: float(v) for k, v in out.items()} if isinstance(out, dict) else {metric.name: float(out)}
 
 
 def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *, n: int, seed: int,
              sampler=None, batch_size: int = 4096) -> EvalResult:
     """Every metric at every step count, plus the floor of each metric (data vs fresh data)."""
     sampler = sampler or comps.sampler
-    ref = comps.dataset.sample(n, torch.Generator().manual_seed(seed + 1)).x
-    other = comps.dataset.sample(n, torch.Generator().manual_seed(seed + 2)).x
+    data = comps.dataset
+    ref = data.sample(n, torch.Generator().manual_seed(seed + 1)).x
+    other = data.sample(n, torch.Generator().manual_seed(seed + 2)).x
     mgen = lambda: torch.Generator().manual_seed(seed + 3)  # noqa: E731 - same projections for every row
-    floor = {name: m(other, ref, mgen()) for name, m in metrics.items()}
+    floor: dict[str, float] = {}
+    for m in metrics.values():
+        floor.update(_measure(m, other, ref, data, mgen()))
     rows = []
     for k in steps:
         x, nfe, secs = sample(comps, fm, sampler, k, n, seed, batch_size)
-        row = {"steps": k, "nfe": nfe, "seconds": round(secs, 4)}
-        row.update({name: m(x, ref, mgen()) for name, m in metrics.items()})
+        row = {"steps": k, "nfe": nfe, "seconds": round(secs, 4), "samples_per_s": round(n / secs, 1)}
+        for m in metrics.values():
+            row.update(_measure(m, x, ref, data, mgen()))
         rows.append(row)
     meta = {"n_samples": n, "seed": seed, "sampler": getattr(sampler, "name", "?"),
             "schedule": getattr(sampler, "schedule_kind", "?")}
@@ -85,17 +113,20 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def sample_grid(comps: Components, fm, steps: list[int], n: int, seed: int, path: Path, sampler=None,
                 title: str | None = None) -> Path:
-    """A PNG of samples at each step count (scatter plots for points) beside the data."""
-    from fewstep.eval.plots import scatter_grid
+    """A PNG of samples at each step count beside the data: scatter plots for points, mosaics for images."""
+    from fewstep.eval.plots import image_grid, scatter_grid
 
-    if comps.dataset.kind != "points":
-        raise NotImplementedError("image grids arrive with the image datasets")
     sampler = sampler or comps.sampler
+    data = comps.dataset
+    images = data.kind == "images"
+    n = min(n, 64) if images else n
     panels = []
     for k in steps:
         x, nfe, _ = sample(comps, fm, sampler, k, n, seed)
-        panels.append((f"{sampler.name} {k} step{'s' if k > 1 else ''} (NFE {nfe})", x))
-    ref = comps.dataset.sample(n, torch.Generator().manual_seed(seed + 1)).x
+        panels.append((f"{sampler.name} {k} step{'s' if k > 1 else ''} (NFE {nfe})", data.to_uint8(x) if images else x))
+    ref = data.sample(n, torch.Generator().manual_seed(seed + 1)).x
+    if images:
+        return image_grid(panels, path, reference=data.to_uint8(ref), title=title)
     return scatter_grid(panels, path, reference=ref, title=title)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 if TYPE_CHECKING:  # torch, like matplotlib, is imported only when a function runs
     import torch
 
-__all__ = ["loss_curve", "scatter_grid"]
+__all__ = ["image_grid", "loss_curve", "metric_vs_nfe", "scatter_grid", "tile"]
 
 _PANEL_INCHES = 3.0
 _DPI = 100
@@ -106,6 +106,108 @@ def scatter_grid(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def tile(images: torch.Tensor, cols: int | None = None):
+    """uint8 images [n, C, H, W] -> one uint8 mosaic [rows*(H+1)+1, cols*(W+1)+1, C] (numpy), 1-pixel gaps."""
+    import numpy as np
+
+    imgs = images.detach().cpu().numpy()
+    n, c, h, w = imgs.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        out[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = imgs[i].transpose(1, 2, 0)
+    return out
+
+
+def image_grid(
+    panels: Sequence[tuple[str, torch.Tensor]],
+    path: str | pathlib.Path,
+    *,
+    reference: torch.Tensor | None = None,
+    title: str | None = None,
+    per_panel: int = 64,
+) -> pathlib.Path:
+    """One row of image mosaics (the first ``per_panel`` uint8 images [n, C, H, W] of each panel), as a PNG.
+
+    ``reference`` (data images) is drawn first, labelled ``"data"``; grayscale is shown in gray.
+    """
+    items = [(str(label), imgs[:per_panel]) for label, imgs in panels]
+    if reference is not None:
+        items.insert(0, ("data", reference[:per_panel]))
+    if not items:
+        raise ValueError("image_grid needs at least one panel or a reference")
+    k = len(items)
+    top = 0.5 if title else 0.3
+    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + top)
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for ax, (label, imgs) in zip(axes, items):
+        mosaic = tile(imgs)
+        if mosaic.shape[2] == 1:
+            ax.imshow(mosaic[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        else:
+            ax.imshow(mosaic, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def metric_vs_nfe(
+    curves: dict[str, dict[str, dict[str, list[tuple[float, float, float]]]]],
+    path: str | pathlib.Path,
+    *,
+    floors: dict[tuple[str, str], float] | None = None,
+    title: str | None = None,
+) -> pathlib.Path:
+    """A row of panels per data set, a panel per metric: each entry's mean (with std error bars)
+    against NFE on log-log axes.
+
+    ``curves[row][metric][entry] = [(nfe, mean, std), ...]``; ``floors[(row, metric)]`` (data vs
+    data) is drawn dashed. The y axis is logarithmic when every value of the panel is > 0.
+    """
+    from matplotlib.ticker import ScalarFormatter
+
+    rows = list(curves)
+    metrics = list(dict.fromkeys(m for r in rows for m in curves[r]))
+    if not rows or not metrics:
+        raise ValueError("metric_vs_nfe needs at least one data set and metric")
+    fig = _new_figure(4.2 * len(metrics), 3.4 * len(rows) + (0.4 if title else 0))
+    axes = fig.subplots(len(rows), len(metrics), squeeze=False)
+    for i, row in enumerate(rows):
+        for ax, metric in zip(axes[i], metrics):
+            values = []
+            for j, (entry, pts) in enumerate(curves[row].get(metric, {}).items()):
+                pts = sorted(p for p in pts if _is_number(p[1]))
+                if not pts:
+                    continue
+                nfe, mean, std = zip(*pts)
+                values += list(mean)
+                ax.errorbar(nfe, mean, yerr=[s if _is_number(s) else 0 for s in std], label=entry, marker="o",
+                            markersize=3, linewidth=1.2, capsize=2, color=f"C{j % 10}")
+            floor = (floors or {}).get((row, metric))
+            if _is_number(floor):
+                ax.axhline(floor, color="0.5", linestyle="--", linewidth=1, label="data vs data")
+                values.append(floor)
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            if values and all(v > 0 for v in values):
+                ax.set_yscale("log")
+            ax.set_xlabel("NFE")
+            ax.set_title(f"{row}: {metric}", fontsize=10)
+            ax.grid(True, alpha=0.3, which="both")
+            if values:
+                ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

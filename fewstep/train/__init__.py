@@ -11,13 +11,14 @@ from pathlib import Path
 from fewstep.errors import CheckpointError
 
 
-def train_recipe(path: str | Path, overrides=(), *, run_dir: str | Path | None = None, fresh: bool = False,
-                 device: str | None = None, progress: bool = True, stop_after: int | None = None,
-                 registries=None, log=None):
+def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir: str | Path | None = None,
+                 fresh: bool = False, device: str | None = None, progress: bool = True,
+                 stop_after: int | None = None, registries=None, log=None, label: str | None = None):
     """Validate a recipe, pick (or resume) its run directory, train it and write sample grids.
 
     Resumes the newest unfinished run of the recipe unless ``fresh``; ``run_dir`` names the run
-    explicitly (refused if its checkpoint was trained with a different recipe).
+    explicitly (refused if its checkpoint was trained with a different recipe). ``recipe`` passes
+    an already validated recipe instead of reading ``path`` (``fewstep bench`` does).
     """
     from fewstep.config import load_recipe
     from fewstep.eval.evaluate import sample_grid
@@ -29,7 +30,7 @@ def train_recipe(path: str | Path, overrides=(), *, run_dir: str | Path | None =
 
     regs = registries or get_registries()
     log = log or (lambda msg: None)
-    recipe = load_recipe(path, overrides, regs)
+    recipe = recipe if recipe is not None else load_recipe(path, overrides, regs)
     if run_dir is not None:
         run = Path(run_dir)
         changed = blocking_changes(run, recipe)
@@ -55,4 +56,4 @@ def train_recipe(path: str | Path, overrides=(), *, run_dir: str | Path | None =
         if records:
             loss_curve(records, run / "loss.png")
 
-    return train(comps, run, progress=progress, stop_after=stop_after, on_samples=on_samples)
+    return train(comps, run, progress=progress, stop_after=stop_after, on_samples=on_samples, label=label)

@@ -62,7 +62,7 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 
 def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = True,
-          stop_after: int | None = None, on_samples=None) -> TrainResult:
+          stop_after: int | None = None, on_samples=None, label: str | None = None) -> TrainResult:
     """Train ``comps`` in ``run_dir``, resuming from its latest checkpoint if there is one.
 
     ``stop_after`` ends the session after that many steps (the run stays resumable);
@@ -88,7 +88,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
     _trim_metrics(metrics_path, start)
     config = recipe_dict(comps.recipe)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = Progress(cfg.steps, start, run_dir.parent.name, enabled=progress)
+    bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress)
     t_start = t_log = time.perf_counter()
     loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
     net.train()

@@ -13,10 +13,10 @@ from fewstep.config import dump_recipe, recipe_dict, recipe_from_dict
 from fewstep.errors import CheckpointError
 from fewstep.train.checkpoint import latest_checkpoint, load_config
 
-# Fields that may change between a run and its resumption.
+# Fields that may change between a run and its resumption (they do not change what is trained).
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("train", "device"),
-                     ("train", "threads"), ("output",)}
+                     ("train", "threads"), ("output",), ("eval",), ("sampler",)}
 
 
 def group_dir(recipe, recipe_path: str | Path | None) -> Path:

@@ -1,6 +1,6 @@
 import torch
 
-from fewstep.eval.plots import loss_curve, scatter_grid
+from fewstep.eval.plots import image_grid, loss_curve, metric_vs_nfe, scatter_grid, tile
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -30,3 +30,25 @@ def test_loss_curve_writes_png(tmp_path):
     neg = [{"step": i, "loss": -float(i)} for i in range(5)]
     assert _is_png(loss_curve(neg, tmp_path / "neg.png"))
     assert _is_png(loss_curve([], tmp_path / "empty.png"))
+
+
+def test_tile_places_each_image_with_one_pixel_gaps():
+    imgs = torch.arange(5, dtype=torch.uint8).repeat_interleave(12).view(5, 3, 2, 2) * 10
+    m = tile(imgs, cols=2)
+    assert m.shape == (3 * 3 + 1, 2 * 3 + 1, 3)
+    assert (m[1:3, 1:3] == 0).all() and (m[1:3, 4:6] == 10).all() and (m[7:9, 1:3] == 40).all()
+    assert (m[0] == 255).all() and (m[7:9, 4:6] == 255).all()  # gaps and the empty sixth cell stay white
+
+
+def test_image_grid_writes_png_for_gray_and_rgb(tmp_path):
+    gray = torch.randint(0, 256, (70, 1, 8, 8), dtype=torch.uint8)
+    rgb = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    assert _is_png(image_grid([("1 step", gray)], tmp_path / "g.png", reference=gray, title="t"))
+    assert _is_png(image_grid([("a", rgb), ("b", rgb)], tmp_path / "c.png"))
+
+
+def test_metric_vs_nfe_writes_a_panel_per_data_and_metric(tmp_path):
+    curves = {d: {"energy": {"FM": [(1, 0.4, 0.01), (2, 0.1, 0.0)], "IMM": [(1, 0.002, 0.0), (2, 0.001, 0.0)]},
+                  "sw2": {"FM": [(1, 0.4, 0.0)]}} for d in ("a", "b")}
+    path = metric_vs_nfe(curves, tmp_path / "r.png", floors={("a", "energy"): 0.0003}, title="bench")
+    assert _is_png(path)

@@ -1,0 +1,170 @@
+"""A bench's outputs: results.json, results.csv, results.md, results.png, the checks, a rich table.
+
+Every number is a mean over training and sampling seeds; ``±`` is the sample standard deviation
+(absent with one seed of each). Lower is better for every metric fewstep ships.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import operator
+from pathlib import Path
+from typing import Any
+
+from fewstep.bench.spec import Check
+from fewstep.eval.evaluate import write_json
+
+_OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+
+
+def metric_names(results: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for rec in results["summary"]:
+        names += [k[:-6] for k in rec if k.endswith("_floor") and k[:-6] not in names]
+    return names
+
+
+def lookup(results: dict[str, Any], data: str, entry: str, steps: int) -> dict[str, Any] | None:
+    for rec in results["summary"]:
+        if (rec["data"], rec["entry"], rec["steps"]) == (data, entry, steps):
+            return rec
+    return None
+
+
+def run_checks(results: dict[str, Any], checks: list[Check]) -> list[dict[str, Any]]:
+    """Each check on each data set: the two sides, their values and whether it holds."""
+    out = []
+    for data in results["data"]:
+        for c in checks:
+            a, b = lookup(results, data, *c.lhs), lookup(results, data, *c.rhs)
+            if a is None or b is None or c.metric not in a or c.metric not in b:
+                out.append({"data": data, "check": c.text, "ok": None, "why": "not measured"})
+                continue
+            lhs, rhs = a[c.metric], c.factor * b[c.metric]
+            out.append({"data": data, "check": c.text, "lhs": lhs, "rhs": rhs, "ok": bool(_OPS[c.op](lhs, rhs))})
+    return out
+
+
+def _fmt(rec: dict[str, Any] | None, metric: str) -> str:
+    if rec is None or metric not in rec:
+        return "–"
+    std = rec.get(f"{metric}_std") or 0.0
+    return f"{rec[metric]:.4g} ± {std:.2g}" if rec["n"] > 1 and std else f"{rec[metric]:.4g}"
+
+
+def _steps(results: dict[str, Any]) -> list[int]:
+    return sorted({rec["steps"] for rec in results["summary"]})
+
+
+def _step_label(results: dict[str, Any], k: int) -> str:
+    ref = any(rec["reference"] and rec["steps"] == k for rec in results["summary"])
+    return f"{k} step{'s' if k > 1 else ''}" + (" (ref.)" if ref else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Per data set and metric, a table of entries x step counts; then time and throughput; then checks."""
+    steps, lines = _steps(results), [f"# Bench {results['bench']} ({results['file']}, {results['created']})", ""]
+    train_seeds = sorted({r["seed"] for r in results["runs"]})
+    eval_seeds = sorted({ev["eval_seed"] for r in results["runs"] for ev in r["evals"]})
+    lines += [f"Mean over training seeds {train_seeds} x sampling seeds {eval_seeds}; ± is the sample std. "
+              "Lower is better.", ""]
+    for data in results["data"]:
+        lines += [f"## {data}", ""]
+        for metric in metric_names(results):
+            lines.append(f"| {metric} | " + " | ".join(_step_label(results, k) for k in steps) + " |")
+            lines.append("|---|" + "---:|" * len(steps))
+            floor = None
+            for entry, label in results["entries"].items():
+                recs = [lookup(results, data, entry, k) for k in steps]
+                if not any(recs):
+                    continue
+                floor = next((r[f"{metric}_floor"] for r in recs if r and f"{metric}_floor" in r), floor)
+                lines.append(f"| {label} | " + " | ".join(_fmt(r, metric) for r in recs) + " |")
+            if floor is not None:
+                lines.append(f"| data vs data (floor) | {floor:.4g} |" + " |" * (len(steps) - 1))
+            lines.append("")
+        lines += ["| entry | train ms/step | samples/s at 1 step |", "|---|---:|---:|"]
+        for entry, label in results["entries"].items():
+            rec = lookup(results, data, entry, min(steps))
+            if rec:
+                tps = rec["train_seconds_per_step"]
+                lines.append(f"| {label} | {tps * 1e3:.1f} |" if tps else f"| {label} | – |")
+                lines[-1] += f" {rec['samples_per_s']:.4g} |"
+        lines.append("")
+    if results.get("checks"):
+        lines += ["## Checks", ""]
+        for c in results["checks"]:
+            mark = {True: "x", False: " ", None: "?"}[c["ok"]]
+            vals = f" ({c['lhs']:.4g} vs {c['rhs']:.4g})" if "lhs" in c else f" ({c.get('why')})"
+            lines.append(f"- [{mark}] {c['data']}: {c['check']}{vals}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def csv_text(results: dict[str, Any]) -> str:
+    names = metric_names(results)
+    cols = ["data", "entry", "label", "steps", "nfe", "n", *[f"{m}{s}" for m in names for s in ("", "_std", "_floor")],
+            "samples_per_s", "train_seconds_per_step"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for rec in results["summary"]:
+        w.writerow(rec)
+    return buf.getvalue()
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """results.png: a row per data set, a panel per metric, each entry's mean (± std) against NFE."""
+    from fewstep.eval.plots import metric_vs_nfe
+
+    rows = {}
+    for data in results["data"]:
+        rows[data] = {m: {label: [(r["nfe"], r[m], r.get(f"{m}_std", 0.0)) for r in results["summary"]
+                                  if r["data"] == data and r["entry"] == entry and m in r]
+                          for entry, label in results["entries"].items()}
+                      for m in metric_names(results)}
+    floors = {(r["data"], m): r[f"{m}_floor"] for r in results["summary"] for m in metric_names(results)
+              if f"{m}_floor" in r}
+    return metric_vs_nfe(rows, path, floors=floors, title=f"bench {results['bench']}: metric vs NFE (lower is better)")
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write the four outputs atomically into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_json(out / "results.json", results)]
+    for name, text in (("results.csv", csv_text(results)), ("results.md", markdown(results))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
+        paths.append(out / name)
+    paths.append(plot(results, out / "results.png"))
+    return paths
+
+
+def print_tables(results: dict[str, Any], console) -> None:
+    """A rich table per data set and metric, then the checks."""
+    from rich.table import Table
+
+    steps = _steps(results)
+    for data in results["data"]:
+        for metric in metric_names(results):
+            table = Table(title=f"{results['bench']}: {metric} on {data} (lower is better)")
+            for col in ["entry", *[_step_label(results, k) for k in steps], "train ms/step", "samples/s @1"]:
+                table.add_column(col, justify="left" if col == "entry" else "right")
+            for entry, label in results["entries"].items():
+                recs = [lookup(results, data, entry, k) for k in steps]
+                if not any(recs):
+                    continue
+                first = next(r for r in recs if r)
+                tps = first["train_seconds_per_step"]
+                table.add_row(label, *(_fmt(r, metric) for r in recs), f"{tps * 1e3:.1f}" if tps else "–",
+                              f"{first['samples_per_s']:.4g}")
+            floor = next((r[f"{metric}_floor"] for r in results["summary"]
+                          if r["data"] == data and f"{metric}_floor" in r), None)
+            if floor is not None:
+                table.add_row("data vs data", f"{floor:.4g}", *[""] * (len(steps) + 1))
+            console.print(table)
+    for c in results.get("checks", []):
+        mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[c["ok"]]
+        vals = f"{c['lhs']:.4g} vs {c['rhs']:.4g}" if "lhs" in c else c.get("why", "")
+        console.print(f"{mark} {c['data']}: {c['check']}  ({vals})")

@@ -1,0 +1,153 @@
+"""Run a bench: train what has no finished run (resuming what was interrupted), evaluate every run at
+every step count with the same sampling seeds, and aggregate mean and spread per entry and data set.
+
+Each run lives in ``<out>/runs/<entry>-<data>-s<seed>/`` and keeps its evaluations in
+``bench_eval.json`` keyed by checkpoint and evaluation settings, so re-running a bench after an
+interruption (or after adding an entry) trains and evaluates only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fewstep.bench.spec import Bench, Job
+from fewstep.errors import CheckpointError
+from fewstep.eval.evaluate import write_json
+from fewstep.train.checkpoint import latest_checkpoint, load_config
+from fewstep.train.rundir import blocking_changes
+
+
+def run_state(job: Job) -> str:
+    """``new``, ``partial`` (resumable) or ``done``; a run that cannot continue is a CheckpointError."""
+    ckpt = latest_checkpoint(job.run_dir)
+    if ckpt is None:
+        return "new"
+    changed = blocking_changes(job.run_dir, job.recipe)
+    step = int(load_config(ckpt)["step"])
+    if changed or step > job.recipe.train.steps:
+        why = f"differs in {', '.join(changed[:5])}" if changed else f"was trained for {step} steps"
+        raise CheckpointError(f"{job.run_dir}: this run {why}, not what the bench asks for; "
+                              "delete it or pass --out to start the bench in a new folder")
+    return "done" if step == job.recipe.train.steps else "partial"
+
+
+def seconds_per_step(run_dir: Path) -> float | None:
+    """Mean training seconds per step over the run's logged intervals (resumed sessions included)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    total, steps, prev = 0.0, 0, 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        n = int(rec["step"]) - prev
+        prev = int(rec["step"])
+        if n > 0 and rec.get("steps_per_s"):
+            total += n / float(rec["steps_per_s"])
+            steps += n
+    return total / steps if steps else None
+
+
+def _eval_key(job: Job, step: int, seed: int) -> str:
+    ev = job.recipe.eval
+    spec = {"checkpoint": step, "seed": seed, "steps": sorted(set(ev.steps) | {ev.reference_steps} - {None}),
+            "n": ev.n_samples, "metrics": [m.model_dump(mode="json") for m in ev.metrics],
+            "sampler": job.recipe.sampler.model_dump(mode="json"), "ema": ev.use_ema}
+    return json.dumps(spec, sort_keys=True)
+
+
+def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, log=None) -> list[dict]:
+    """The run's EMA weights at every step count, once per sampling seed (cached in bench_eval.json)."""
+    from fewstep.eval.evaluate import evaluate, load_run
+
+    cache_path = job.run_dir / "bench_eval.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    ev = job.recipe.eval
+    step = int(latest_checkpoint(job.run_dir).name.split("_")[1])
+    keys = {seed: _eval_key(job, step, seed) for seed in seeds}
+    if any(k not in cache for k in keys.values()):
+        _, comps, fm, _ = load_run(job.run_dir, regs, device, use_ema=ev.use_ema)
+        sampler = regs.samplers.build(job.recipe.sampler)
+        metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
+        steps = list(dict.fromkeys([*ev.steps, *([ev.reference_steps] if ev.reference_steps else [])]))
+        for seed, key in keys.items():
+            if key in cache:
+                continue
+            if log:
+                log(f"  evaluating {job.entry} on {job.data} (train seed {job.seed}, sampling seed {seed})")
+            res = evaluate(comps, fm, metrics, steps, n=ev.n_samples, seed=seed, sampler=sampler,
+                           batch_size=ev.batch_size)
+            cache[key] = res.as_dict()
+            write_json(cache_path, cache)
+    return [{"eval_seed": seed, **cache[keys[seed]]} for seed in seeds]
+
+
+def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool = True,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train and evaluate every job of ``bench``; returns the results dict written to results.json."""
+    from fewstep.train import train_recipe
+
+    log = log or (lambda msg: None)
+    states = {id(j): run_state(j) for j in bench.jobs}  # refuse a mismatched run before training anything
+    todo = [j for j in bench.jobs if states[id(j)] != "done"]
+    log(f"{bench.name}: {len(bench.jobs)} runs, {len(bench.jobs) - len(todo)} already trained")
+    runs = []
+    for i, job in enumerate(bench.jobs, 1):
+        tag = f"[{i}/{len(bench.jobs)}] {job.entry} on {job.data} (seed {job.seed})"
+        state = states[id(job)]
+        if state != "done":
+            log(f"{tag}: {'resuming' if state == 'partial' else 'training'} in {job.run_dir}")
+            t0 = time.perf_counter()
+            train_recipe(None, recipe=job.recipe, run_dir=job.run_dir, registries=regs, device=device,
+                         progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}")
+            log(f"{tag}: trained in {time.perf_counter() - t0:.0f} s")
+        else:
+            log(f"{tag}: finished run found, not retrained")
+        evals = evaluate_job(job, regs, bench.spec.eval.seeds, device, log)
+        runs.append({"entry": job.entry, "label": job.label, "data": job.data, "seed": job.seed,
+                     "run": str(job.run_dir), "train_steps": job.recipe.train.steps,
+                     "reference_steps": job.recipe.eval.reference_steps,
+                     "train_seconds_per_step": seconds_per_step(job.run_dir), "evals": evals})
+    return {"bench": bench.name, "file": str(bench.path), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "entries": {k: e.label or k for k, e in bench.spec.entries.items()},
+            "data": bench.data_names, "runs": runs, "summary": summarise(runs)}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One record per (data, entry, steps): mean and sample std of every metric over all training
+    and sampling seeds, plus NFE, sampling throughput, training time and the data floors."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["data"], run["entry"]), []).append(run)
+    out = []
+    for (data, entry), group in groups.items():
+        evals = [ev for run in group for ev in run["evals"]]
+        metric_names = list(evals[0]["floor"])
+        by_steps: dict[int, list[dict]] = {}
+        for ev in evals:
+            for row in ev["rows"]:
+                by_steps.setdefault(row["steps"], []).append(row)
+        tps = [r["train_seconds_per_step"] for r in group if r["train_seconds_per_step"]]
+        for steps, rows in by_steps.items():
+            rec = {"data": data, "entry": entry, "label": group[0]["label"], "steps": steps,
+                   "nfe": rows[0]["nfe"], "n": len(rows),
+                   "samples_per_s": _mean_std([r["samples_per_s"] for r in rows])[0],
+                   "train_seconds_per_step": sum(tps) / len(tps) if tps else None,
+                   "reference": steps == group[0]["reference_steps"]}
+            for name in metric_names:
+                rec[name], rec[f"{name}_std"] = _mean_std([r[name] for r in rows])
+                rec[f"{name}_floor"] = _mean_std([ev["floor"][name] for ev in evals])[0]
+            out.append(rec)
+    return out

@@ -1,0 +1,191 @@
+"""Bench files: objectives side by side on the same data, network, budget, seeds and metrics.
+
+A bench file names its entries (each a recipe plus overrides) and what they share::
+
+    name: bench_toy
+    entries:
+      fm:  {recipe: fm_toy.yaml, label: FM (Euler)}      # recipe paths are relative to this file
+      imm: {recipe: imm_toy.yaml, set: {objective.k: 10}}
+    data: [eight_gaussians, checkerboard]                 # every entry on every data set
+    shared: {train.steps: 3000, network: {name: mlp}}     # the same for every entry
+    seeds: [0]                                            # training seeds (train.seed)
+    eval: {steps: [1, 2, 4, 8], reference_steps: 64, metrics: [energy, sw2], n_samples: 4096, seeds: [0, 1, 2]}
+    checks: ["energy: imm@2 <= fm@8", "sw2: imm@1 <= 0.25 * fm@1"]
+
+:func:`load_bench` validates every (entry, data, seed) recipe before anything trains, so a typo in
+the last entry costs nothing; each problem is one line naming the bench file and the field.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fewstep.config.recipe import resolve_sampler, validate
+from fewstep.config.source import load_yaml, set_value
+from fewstep.errors import ConfigError, RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntrySpec(_Strict):
+    recipe: str = Field(description="Recipe file, relative to the bench file.")
+    label: Optional[str] = Field(None, description="Name in tables and plots; default: the entry's key.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for this entry only.")
+
+
+class BenchEval(_Strict):
+    steps: list[int] = Field([1, 2, 4, 8], description="Step counts to evaluate.")
+    reference_steps: Optional[int] = Field(64, ge=1, description="Also this many steps, as a many-step reference.")
+    metrics: Optional[list[Union[str, dict[str, Any]]]] = Field(None, description="Metrics; null = each recipe's.")
+    n_samples: Optional[int] = Field(None, ge=2, description="Samples per step count; null = each recipe's.")
+    seeds: list[int] = Field([0], min_length=1, description="Sampling seeds per trained model (mean and spread).")
+
+
+class BenchSpec(_Strict):
+    name: Optional[str] = Field(None, description="Bench name; default: the file's stem.")
+    entries: dict[str, EntrySpec] = Field(min_length=1, description="Key -> recipe and overrides.")
+    data: Optional[list[Union[str, dict[str, Any]]]] = Field(
+        None, description="Data sets, each entry trained on each; null = each recipe's own data.")
+    shared: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every entry.")
+    seeds: list[int] = Field([0], min_length=1, description="Training seeds (train.seed); a run per seed.")
+    eval: BenchEval = Field(default_factory=BenchEval)
+    checks: list[str] = Field(default_factory=list, description='Claims such as "energy: imm@2 <= fm@8".')
+
+
+@dataclass
+class Job:
+    """One training run of a bench: an entry on a data set with a training seed."""
+
+    entry: str
+    label: str
+    data: str
+    seed: int
+    recipe: Any  # validated Recipe
+    run_dir: Path
+
+
+@dataclass
+class Check:
+    """``metric: lhs@k OP [c *] rhs@j`` on mean values, evaluated per data set."""
+
+    text: str
+    metric: str
+    lhs: tuple[str, int]
+    op: str
+    factor: float
+    rhs: tuple[str, int]
+
+
+@dataclass
+class Bench:
+    path: Path
+    name: str
+    spec: BenchSpec
+    jobs: list[Job]
+    checks: list[Check]
+
+    @property
+    def data_names(self) -> list[str]:
+        return list(dict.fromkeys(j.data for j in self.jobs))
+
+    @property
+    def entries(self) -> list[str]:
+        return list(self.spec.entries)
+
+
+_CHECK = re.compile(r"^\s*([\w\-]+)\s*:\s*(\w+)@(\d+)\s*(<=|<|>=|>)\s*(?:([0-9.eE+-]+)\s*\*\s*)?(\w+)@(\d+)\s*$")
+
+
+def parse_check(text: str, entries: list[str]) -> Check:
+    m = _CHECK.match(text)
+    if not m:
+        raise ValueError('expected "metric: entry@steps <= [factor *] entry@steps", e.g. "energy: imm@2 <= fm@8"')
+    metric, a, k, op, factor, b, j = m.groups()
+    for e in (a, b):
+        if e not in entries:
+            raise ValueError(f"unknown entry {e!r} (entries: {', '.join(entries)})")
+    return Check(text.strip(), metric, (a, int(k)), op, float(factor) if factor else 1.0, (b, int(j)))
+
+
+def _data_label(spec: Union[str, dict[str, Any]]) -> str:
+    return spec if isinstance(spec, str) else str(spec.get("name", "data"))
+
+
+def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Bench:
+    """Read and validate a bench file and every recipe it expands to; raises RecipeError listing
+    each problem as ``file:line:col field: message``."""
+    from fewstep.plugins import get_registries
+
+    regs = regs or get_registries()
+    source = load_yaml(path)
+    try:
+        spec = BenchSpec.model_validate(source.data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            where, loc = source.locate(err["loc"])
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{where} {'.'.join(map(str, loc))}: {msg}")
+        raise RecipeError(lines) from None
+    bench_path = Path(path)
+    name = spec.name or bench_path.stem
+    out_dir = Path(out) if out else Path("runs") / "bench" / name
+    problems: list[str] = []
+    checks = []
+    for i, text in enumerate(spec.checks):
+        try:
+            checks.append(parse_check(text, list(spec.entries)))
+        except ValueError as exc:
+            where, _ = source.locate(("checks", i))
+            problems.append(f"{where} checks[{i}]: {exc}")
+    jobs = []
+    for key, entry in spec.entries.items():
+        recipe_path = bench_path.parent / entry.recipe
+        if not recipe_path.is_file():
+            where, _ = source.locate(("entries", key, "recipe"))
+            problems.append(f"{where} entries.{key}.recipe: no such file {recipe_path}")
+            continue
+        for data in spec.data or [None]:
+            for seed in spec.seeds:
+                try:
+                    recipe = _entry_recipe(recipe_path, bench_path, spec, key, entry, data, seed, regs)
+                except RecipeError as exc:
+                    problems += [line for line in exc.lines() if line not in problems]
+                    continue
+                dname = _data_label(data) if data is not None else recipe.data.name
+                run = out_dir / "runs" / f"{key}-{dname}-s{seed}"
+                jobs.append(Job(key, entry.label or key, dname, seed, recipe, run))
+    if problems:
+        raise RecipeError(problems)
+    labels = [(j.entry, j.data, j.seed) for j in jobs]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: two runs share an entry, data name and seed; give data sets distinct names")
+    return Bench(bench_path, name, spec, jobs, checks)
+
+
+def _entry_recipe(recipe_path: Path, bench_path: Path, spec: BenchSpec, key: str, entry: EntrySpec,
+                  data, seed: int, regs):
+    """One entry's recipe with the bench's data, shared settings, eval settings, seed and its own overrides."""
+    source = load_yaml(recipe_path)
+    b = str(bench_path)
+    if data is not None:
+        set_value(source, "data", dict(data) if isinstance(data, dict) else {"name": data}, f"{b} data")
+    for k, v in spec.shared.items():
+        set_value(source, k, v, f"{b} shared.{k}")
+    ev = spec.eval
+    set_value(source, "eval.steps", list(ev.steps), f"{b} eval.steps")
+    set_value(source, "eval.reference_steps", ev.reference_steps, f"{b} eval.reference_steps")
+    if ev.metrics is not None:
+        set_value(source, "eval.metrics", list(ev.metrics), f"{b} eval.metrics")
+    if ev.n_samples is not None:
+        set_value(source, "eval.n_samples", ev.n_samples, f"{b} eval.n_samples")
+    set_value(source, "train.seed", seed, f"{b} seeds")
+    for k, v in entry.set.items():
+        set_value(source, k, v, f"{b} entries.{key}.set.{k}")
+    return resolve_sampler(validate(source, regs), regs)

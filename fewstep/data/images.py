@@ -1,0 +1,91 @@
+"""Image datasets held in memory, and the bundled 8x8 digits that need no download.
+
+Pixels p in [0, 1] are standardised once with the set's global pixel mean m and std s:
+``x = (p - m) / s * sigma_d``, so the network sees data with overall std sigma_d like every other
+dataset, and :meth:`ImageDataset.to_uint8` inverts the map for metrics and PNG grids. Sampling is
+with replacement from a ``torch.Generator``, the same contract as the 2D toys (``data/base.py``): a
+resumed run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fewstep.data.base import Batch
+
+__all__ = ["ImageDataset", "digits_pixels", "load_digits_dataset"]
+
+
+class ImageDataset:
+    """Images ``pixels`` [N, C, H, W] in [0, 1] (float), optional integer ``labels`` [N].
+
+    ``conditional`` makes ``num_classes`` the label count, so the flow map gets class labels (and a
+    null class for classifier-free guidance); ``xflip`` mirrors half of each batch left-right.
+    """
+
+    kind = "images"
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None, *, sigma_d: float = 0.5,
+                 conditional: bool = False, xflip: bool = False, name: str = "images") -> None:
+        if pixels.ndim != 4:
+            raise ValueError(f"pixels must be [N, C, H, W], got shape {tuple(pixels.shape)}")
+        if conditional and labels is None:
+            raise ValueError(f"{name}: conditional=True needs labels")
+        self.name, self.sigma_d, self.xflip = name, float(sigma_d), bool(xflip)
+        self.pixels = pixels.to(torch.float32).contiguous()
+        self.labels = None if labels is None else labels.to(torch.long)
+        self.shape = tuple(self.pixels.shape[1:])
+        self.num_classes = int(self.labels.max()) + 1 if conditional else None
+        self.mean = float(self.pixels.mean())
+        self.std = float(self.pixels.std())
+        if not self.std > 0:
+            raise ValueError(f"{name}: all pixels are equal")
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels -> data space with overall std sigma_d."""
+        return (pixels - self.mean) * (self.sigma_d / self.std)
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Data space -> [0, 1] pixels (clamped)."""
+        return (x.detach().float().cpu() * (self.std / self.sigma_d) + self.mean).clamp(0, 1)
+
+    def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
+        """Data space -> uint8 images [n, C, H, W], what FID-style metrics and PNG grids take."""
+        return (self.to_pixels(x) * 255).round().to(torch.uint8)
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        """``n`` images drawn uniformly with replacement (and flipped when ``xflip``)."""
+        idx = torch.randint(0, len(self), (n,), generator=generator)
+        x = self.pixels[idx]
+        if self.xflip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        cond = self.labels[idx] if self.num_classes else None
+        return Batch(self.normalise(x), cond)
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.shape}, classes={self.num_classes})"
+
+
+def digits_pixels(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's bundled 1797 handwritten digits as [N, 1, size, size] pixels in [0, 1], and labels.
+
+    The originals are 8x8 with values 0..16 (UCI optdigits test set, bundled with scikit-learn, so no
+    download); larger sizes are bilinear upsamplings, for backbones that want 16 or 32 pixels.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pixels = torch.as_tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    if size != 8:
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return pixels, torch.as_tensor(d.target, dtype=torch.long)
+
+
+def load_digits_dataset(size: int = 8, sigma_d: float = 0.5, conditional: bool = False,
+                        xflip: bool = False) -> ImageDataset:
+    pixels, labels = digits_pixels(size)
+    return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name="digits")
