@@ -135,12 +135,23 @@ class FlowMap(nn.Module):
         self.nfe = 0
 
     def _times(self, x: Tensor, *ts: Tensor | float) -> list[Tensor]:
-        """Times as float tensors of shape [B] on x's device (never Python floats)."""
+        """Times as float tensors on x's device (never Python floats): [B] per sample, or [G] for
+        groups of B/G consecutive samples sharing their times ([1]: the whole batch, as in sampling)."""
         out = []
         for t in ts:
             t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-            out.append(t.expand(x.shape[0]) if t.ndim == 0 else t)
+            t = t.reshape(1) if t.ndim == 0 else t
+            if t.ndim != 1 or x.shape[0] % t.shape[0]:
+                raise ValueError(f"times of shape {tuple(t.shape)} do not group a batch of {x.shape[0]}")
+            out.append(t)
         return out
+
+    def _net_times(self, v: Tensor | None, n: int) -> Tensor | None:
+        """Grouped times go to backbones that declare ``grouped_times`` (they embed each distinct
+        time once: IMM's M particles share theirs, a sampling step shares one); others get [n]."""
+        if v is None or v.shape[0] == n or getattr(self.net, "grouped_times", False):
+            return v
+        return v.expand(n) if v.shape[0] == 1 else v.repeat_interleave(n // v.shape[0])
 
     def c_in(self, t: Tensor) -> Tensor:
         """c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)) (IMM §4.2): unit-variance input."""
@@ -165,6 +176,8 @@ class FlowMap(nn.Module):
         e2 = {"none": None, "s": s, "stride": t - s}[self.second_time]
         e2 = None if e2 is None else self.time_scale * e2
         u, c_noise = bcast(self.c_in(t), x_t) * x_t, self.time_scale * t
+        n = x_t.shape[0]
+        c_noise, e2 = self._net_times(c_noise, n), self._net_times(e2, n)
         if guidance == 1.0 or cond is None:
             self.nfe += 1
             return self.net(u, c_noise, e2, cond)

@@ -17,8 +17,11 @@ Tensor = torch.Tensor
 
 
 def bcast(c: Tensor, x: Tensor) -> Tensor:
-    """Reshape per-sample coefficients [B] (or a scalar) so they broadcast against x [B, ...]."""
+    """Reshape coefficients so they broadcast against x [B, ...]: per sample [B], a scalar, or one per
+    group [G] of B/G consecutive samples (grouped times, see ``FlowMap``)."""
     c = torch.as_tensor(c, dtype=x.dtype, device=x.device)
+    if c.ndim == 1 and c.shape[0] not in (1, x.shape[0]):
+        c = c.repeat_interleave(x.shape[0] // c.shape[0])
     return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
 
 

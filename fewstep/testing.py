@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from fewstep.flowmap import FlowMap
+from fewstep.interpolants import bcast
 
 __all__ = ["ProbeNet", "RecordingFlowMap", "rng_draws"]
 
@@ -41,7 +42,8 @@ class ProbeNet(torch.nn.Module):
 
 
 class RecordingFlowMap(FlowMap):
-    """A flow map that keeps ``{"x_t", "s", "t", "out"}`` of every ``f`` call in ``f_calls``.
+    """A flow map that keeps ``{"x_t", "s", "t", "out"}`` of every ``f`` call in ``f_calls``, with s
+    and t one per sample ([B]) even when the objective passed grouped times ([G]; see FlowMap).
 
     ``with_net`` returns the flow map itself, so an objective's target pass is recorded too.
     """
@@ -52,7 +54,8 @@ class RecordingFlowMap(FlowMap):
 
     def f(self, x_t, s, t, cond=None, guidance=1.0):
         out = super().f(x_t, s, t, cond, guidance)
-        self.f_calls.append({"x_t": x_t, "s": s, "t": t, "out": out})
+        s_, t_ = (bcast(v, x_t.new_empty(x_t.shape[0])) for v in self._times(x_t, s, t))
+        self.f_calls.append({"x_t": x_t, "s": s_.expand(x_t.shape[0]), "t": t_.expand(x_t.shape[0]), "out": out})
         return out
 
     def with_net(self, net):

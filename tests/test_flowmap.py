@@ -363,3 +363,45 @@ def test_with_net_keeps_every_setting():
     other = fm.with_net(Tiny(3, seed=1))
     assert (other.param.name, other.second_time, other.time_scale, other.num_classes, other.interpolant) == (
         "simple_edm", "stride", 250.0, 7, fm.interpolant)
+
+
+# --- grouped times: one (s, t) per group of consecutive samples -----------------------------------
+class _Recorder(torch.nn.Module):
+    """Wraps a backbone and records the shape of the times it was given."""
+
+    def __init__(self, net, grouped: bool):
+        super().__init__()
+        self.inner, self.grouped_times, self.seen = net, grouped, []
+
+    def forward(self, x, t, s=None, cond=None):
+        self.seen.append((tuple(t.shape), None if s is None else tuple(s.shape)))
+        return self.inner(x, t, s, cond)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_grouped_times_equal_per_sample_times(grouped):
+    from fewstep.interpolants import OTFM
+    from fewstep.networks.mlp import MLP
+
+    torch.manual_seed(0)
+    net = _Recorder(MLP((3,), width=32, depth=2, emb_dim=16, num_classes=5), grouped)
+    fm = FlowMap(net, OTFM(0.5), "euler_fm", "s", num_classes=5)
+    x, cond = torch.randn(12, 3), torch.randint(0, 5, (12,))
+    t = torch.rand(4) * 0.9 + 0.05
+    s = t * torch.rand(4)
+    grouped_out = fm.f(x, s, t, cond, guidance=1.5)
+    per_sample = fm.f(x, s.repeat_interleave(3), t.repeat_interleave(3), cond, guidance=1.5)
+    torch.testing.assert_close(grouped_out, per_sample, rtol=1e-5, atol=1e-6)
+    # a grouped-time backbone embeds each distinct time once; others are handed per-sample times
+    assert net.seen[0] == (((8,), (8,)) if grouped else ((24,), (24,)))  # CFG: 2B rows
+    fm.f(x, 0.1, 0.5)
+    assert net.seen[-1] == (((1,), (1,)) if grouped else ((12,), (12,)))  # a sampling step: one time
+
+
+def test_times_that_do_not_group_the_batch_are_refused():
+    from fewstep.interpolants import OTFM
+    from fewstep.networks.mlp import MLP
+
+    fm = FlowMap(MLP((2,), width=8, depth=1, emb_dim=4), OTFM(0.5), "euler_fm", "s")
+    with pytest.raises(ValueError, match=r"times of shape \(5,\) do not group a batch of 12"):
+        fm.f(torch.randn(12, 2), torch.zeros(5), torch.ones(5) * 0.5)

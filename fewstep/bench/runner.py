@@ -87,15 +87,51 @@ def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, lo
     return [{"eval_seed": seed, **cache[keys[seed]]} for seed in seeds]
 
 
-def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool = True,
+def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
+    """Train one job in a worker process (``--jobs``): the recipe travels as its resolved dict."""
+    from fewstep.config import recipe_from_dict
+    from fewstep.plugins import get_registries
+    from fewstep.train import train_recipe
+
+    regs = get_registries()
+    recipe = recipe_from_dict(recipe_data, regs, path=f"{run_dir}/recipe.yaml")
+    train_recipe(None, recipe=recipe, run_dir=run_dir, registries=regs, device=device, progress=False)
+
+
+def train_parallel(todo: list[Job], jobs: int, device: str | None, log) -> None:
+    """Train ``todo`` in ``jobs`` spawned processes (each with the recipe's train.threads)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from fewstep.config import recipe_dict
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
+        futures = {ex.submit(_train_worker, recipe_dict(j.recipe), str(j.run_dir), device): j for j in todo}
+        log(f"training {len(todo)} runs in {jobs} processes")
+        for fut in as_completed(futures):
+            job = futures[fut]
+            fut.result()
+            log(f"{job.entry} on {job.data} (seed {job.seed}): trained ({time.perf_counter() - t0:.0f} s since start)")
+
+
+def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool = True, jobs: int = 1,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train and evaluate every job of ``bench``; returns the results dict written to results.json."""
+    """Train and evaluate every job of ``bench``; returns the results dict written to results.json.
+
+    ``jobs > 1`` trains the missing runs in that many processes first (on a CPU, one per core with
+    ``train.threads: 1``); evaluation then runs in this process.
+    """
     from fewstep.train import train_recipe
 
     log = log or (lambda msg: None)
     states = {id(j): run_state(j) for j in bench.jobs}  # refuse a mismatched run before training anything
     todo = [j for j in bench.jobs if states[id(j)] != "done"]
     log(f"{bench.name}: {len(bench.jobs)} runs, {len(bench.jobs) - len(todo)} already trained")
+    parallel = {id(j) for j in todo} if jobs > 1 and len(todo) > 1 else set()
+    if parallel:
+        train_parallel(todo, jobs, device, log)
+        states.update(dict.fromkeys(parallel, "done"))
     runs = []
     for i, job in enumerate(bench.jobs, 1):
         tag = f"[{i}/{len(bench.jobs)}] {job.entry} on {job.data} (seed {job.seed})"
@@ -106,7 +142,7 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
             train_recipe(None, recipe=job.recipe, run_dir=job.run_dir, registries=regs, device=device,
                          progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}")
             log(f"{tag}: trained in {time.perf_counter() - t0:.0f} s")
-        else:
+        elif id(job) not in parallel:
             log(f"{tag}: finished run found, not retrained")
         evals = evaluate_job(job, regs, bench.spec.eval.seeds, device, log)
         runs.append({"entry": job.entry, "label": job.label, "data": job.data, "seed": job.seed,

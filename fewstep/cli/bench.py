@@ -17,6 +17,7 @@ def bench(
     device: DeviceOpt = None,
     check_only: Annotated[bool, typer.Option("--check", help="Validate the bench file and every recipe it expands to; train nothing.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a check of the bench file fails.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Train missing runs in N processes (CPU: one per core).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train what has no finished run (resuming what was interrupted), evaluate every entry at every
@@ -39,7 +40,7 @@ def bench(
     from fewstep.bench.report import print_tables, run_checks, write_outputs
     from fewstep.bench.runner import run_bench
 
-    results = run_bench(spec, regs, device=device, progress=not quiet, log=err)
+    results = run_bench(spec, regs, device=device, progress=not quiet, jobs=jobs, log=err)
     results["checks"] = run_checks(results, spec.checks)
     paths = write_outputs(results, out_dir)
     print_tables(results, Console(width=None if sys.stdout.isatty() else 160))

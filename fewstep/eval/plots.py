@@ -93,16 +93,25 @@ def scatter_grid(
         raise ValueError("scatter_grid needs at least one panel or a reference")
     if lim is None:
         lim = _auto_lim(items[0][1])
-    k = len(items)
-    top = 0.5 if title else 0.3  # inches reserved above the panels for labels / title
-    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + top)
-    axes = fig.subplots(1, k, squeeze=False)[0]
-    for ax, (label, pts) in zip(axes, items):
+
+    def draw(ax, label, pts):
         colour = "0.35" if label == "data" and reference is not None else "C0"
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, color=colour, linewidths=0)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
+
+    return _panel_row(items, draw, path, title)
+
+
+def _panel_row(items: list, draw, path, title: str | None) -> pathlib.Path:
+    """One row of square, axis-free panels: ``draw(ax, label, payload)`` for each ``(label, payload)``."""
+    k = len(items)
+    top = 0.5 if title else 0.3  # inches reserved above the panels for labels / title
+    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + top)
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for ax, (label, payload) in zip(axes, items):
+        draw(ax, label, payload)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(label, fontsize=10)
@@ -144,23 +153,15 @@ def image_grid(
         items.insert(0, ("data", reference[:per_panel]))
     if not items:
         raise ValueError("image_grid needs at least one panel or a reference")
-    k = len(items)
-    top = 0.5 if title else 0.3
-    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + top)
-    axes = fig.subplots(1, k, squeeze=False)[0]
-    for ax, (label, imgs) in zip(axes, items):
+
+    def draw(ax, label, imgs):
         mosaic = tile(imgs)
         if mosaic.shape[2] == 1:
             ax.imshow(mosaic[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         else:
             ax.imshow(mosaic, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(label, fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    return _panel_row(items, draw, path, title)
 
 
 def metric_vs_nfe(
@@ -176,7 +177,7 @@ def metric_vs_nfe(
     ``curves[row][metric][entry] = [(nfe, mean, std), ...]``; ``floors[(row, metric)]`` (data vs
     data) is drawn dashed. The y axis is logarithmic when every value of the panel is > 0.
     """
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullLocator
 
     rows = list(curves)
     metrics = list(dict.fromkeys(m for r in rows for m in curves[r]))
@@ -186,13 +187,14 @@ def metric_vs_nfe(
     axes = fig.subplots(len(rows), len(metrics), squeeze=False)
     for i, row in enumerate(rows):
         for ax, metric in zip(axes[i], metrics):
-            values = []
+            values, nfes = [], set()
             for j, (entry, pts) in enumerate(curves[row].get(metric, {}).items()):
                 pts = sorted(p for p in pts if _is_number(p[1]))
                 if not pts:
                     continue
                 nfe, mean, std = zip(*pts)
                 values += list(mean)
+                nfes.update(nfe)
                 ax.errorbar(nfe, mean, yerr=[s if _is_number(s) else 0 for s in std], label=entry, marker="o",
                             markersize=3, linewidth=1.2, capsize=2, color=f"C{j % 10}")
             floor = (floors or {}).get((row, metric))
@@ -200,7 +202,9 @@ def metric_vs_nfe(
                 ax.axhline(floor, color="0.5", linestyle="--", linewidth=1, label="data vs data")
                 values.append(floor)
             ax.set_xscale("log", base=2)
-            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.set_xticks(sorted(nfes) or [1])
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_locator(NullLocator())
             if values and all(v > 0 for v in values):
                 ax.set_yscale("log")
             ax.set_xlabel("NFE")

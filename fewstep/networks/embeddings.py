@@ -47,13 +47,18 @@ class Conditioning(nn.Module):
         self.num_classes = num_classes
         self.label_embed = nn.Embedding(num_classes + 1, dim) if num_classes else None
 
-    def forward(self, t: Tensor, s: Tensor | None, cond: Tensor | None) -> Tensor:
+    def forward(self, t: Tensor, s: Tensor | None, cond: Tensor | None, n: int | None = None) -> Tensor:
+        """Embeddings [n, dim]. t and s may hold one time per group of n/len(t) consecutive samples
+        (grouped times): each distinct time is embedded once, then repeated."""
         emb = self.t_embed(t)
         if self.s_embed is not None:
             if s is None:
                 raise ValueError("this network was built with a second time input; pass s")
             emb = emb + self.s_embed(s)
+        n = n or emb.shape[0]
+        if emb.shape[0] != n:
+            emb = emb.expand(n, -1) if emb.shape[0] == 1 else emb.repeat_interleave(n // emb.shape[0], dim=0)
         if self.label_embed is not None:
-            labels = cond if cond is not None else torch.full_like(t, self.num_classes, dtype=torch.long)
+            labels = cond if cond is not None else torch.full((n,), self.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.label_embed(labels)
         return emb

@@ -32,8 +32,10 @@ class MLP(nn.Module):
         layers.append(nn.Linear(fan_in, d))
         self.body = nn.Sequential(*layers)
 
+    grouped_times = True  # t and s may be [G] for groups of B/G samples (see FlowMap._net_times)
+
     def forward(self, x, t, s=None, cond=None):
-        emb = self.cond(t, s, cond)
+        emb = self.cond(t, s, cond, x.shape[0])
         h = torch.cat([x.flatten(1), emb.to(x.dtype)], dim=1)
         return self.body(h).view(x.shape)
 

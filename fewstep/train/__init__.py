@@ -50,7 +50,7 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
         ema_net.eval()
         fm = flowmap_for(comps, ema_net)
         out = sample_grid(comps, fm, steps, 2048, recipe.eval.seed, run / "samples" / f"step_{step:07d}.png",
-                          title=f"{run.parent.name} step {step} (EMA)")
+                          title=f"{label or run.parent.name} step {step} (EMA)")
         log(f"samples: {out}")
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         if records:

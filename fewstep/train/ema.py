@@ -17,6 +17,9 @@ class EMA:
         self.decay = float(decay)
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
         self.updates = 0
+        # The tensor lists, walked once (walking the module tree costs as much as the update itself).
+        self._ema = (list(self.net.parameters()), list(self.net.buffers()))
+        self._src: tuple | None = None
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -24,8 +27,10 @@ class EMA:
     @torch.no_grad()
     def update(self, net: torch.nn.Module) -> None:
         d = self.current_decay()
-        ema_p = list(self.net.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in net.parameters()], 1.0 - d)
-        for b_ema, b in zip(self.net.buffers(), net.buffers()):
+        if self._src is None or self._src[0] is not net:
+            self._src = (net, [p.detach() for p in net.parameters()], list(net.buffers()))
+        _, params, buffers = self._src
+        torch._foreach_lerp_(self._ema[0], params, 1.0 - d)
+        for b_ema, b in zip(self._ema[1], buffers):
             b_ema.copy_(b)
         self.updates += 1

@@ -102,7 +102,7 @@ class IMM:
         cfg = self.cfg
         G = s.shape[0]
         M = x_t.shape[0] // G
-        s_, r_, t_ = (v.repeat_interleave(M).to(x_t.dtype) for v in (s, r, t))
+        s_, r_, t_ = (v.to(x_t.dtype) for v in (s, r, t))  # grouped times: one per group of M
         y, y_tilde = online_and_target(fm, self.target_flowmap(fm), (x_t, s_, t_, cond_online),
                                        (x_r, s_, r_, cond_target), shared_dropout=cfg.shared_dropout,
                                        target_fp32=cfg.target_fp32)

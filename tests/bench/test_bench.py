@@ -165,3 +165,16 @@ def test_recipe_errors_name_the_bench_field_that_caused_them(bench_file, regs):
     bench_file.write_text(bench_file.read_text().replace("seeds: [0, 1]}", "seeds: []}"))
     with pytest.raises(RecipeError, match="eval.seeds"):
         load_bench(bench_file, None, regs)
+
+
+def test_parallel_training_gives_the_same_results_as_sequential(bench_file, tmp_path):
+    text = bench_file.read_text().replace("data: [eight_gaussians, {name: moons, noise: 0.1}]", "data: [moons]")
+    bench_file.write_text(text)
+    out = {}
+    for jobs in ("1", "2"):
+        res = runner.invoke(app, ["bench", str(bench_file), "--out", str(tmp_path / jobs), "-q", "--jobs", jobs])
+        assert res.exit_code == 0, res.output
+        out[jobs] = json.loads((tmp_path / jobs / "results.json").read_text())["summary"]
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds_per_step")}
+                          for r in recs]  # noqa: E731
+    assert strip(out["1"]) == strip(out["2"])

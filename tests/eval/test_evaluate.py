@@ -47,3 +47,20 @@ def test_an_image_metric_on_point_data_is_a_clean_error(write, tmp_path, regs):
     run = train_recipe(recipe, registries=regs, progress=False).run_dir
     with pytest.raises(ConfigError, match="fd_digits needs image data; data is points"):
         evaluate_run(run, regs)
+
+
+def test_fid_without_inception_weights_is_one_line_naming_the_file(write, tmp_path, regs, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fewstep.cli import app
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty hub: no weights anywhere
+    monkeypatch.delenv("FEWSTEP_INCEPTION_WEIGHTS", raising=False)
+    recipe = write("fid.yaml", DIGITS.format(cond="false", guidance=1.0, out=tmp_path / "runs")
+                   .replace("metrics: [fd_digits, energy]", "metrics: [fid]"))
+    run = train_recipe(recipe, registries=regs, progress=False).run_dir
+    res = CliRunner().invoke(app, ["eval", str(run)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = res.output.strip().splitlines()
+    assert "weights-inception-2015-12-05-6726825d.pth" in line
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in line and "FEWSTEP_INCEPTION_WEIGHTS" in line

@@ -1,0 +1,203 @@
+"""Training-step overhead: the framework's real loop vs a bare PyTorch loop of the same maths.
+
+    .venv/bin/python bench/overhead.py                      # 7 chunks x 50 steps per side, 1 thread, CPU
+    .venv/bin/python bench/overhead.py --batch 256 --repeats 5 --steps 30
+    .venv/bin/python bench/overhead.py --device cuda --steps 200
+
+(a) framework / bare step time, for FM (``--fm-recipe``) and IMM (``--recipe``); target <= 1.05x.
+(b) IMM / FM step time in the framework (same network and batch); target <= 1.40x, printed beside
+    bare IMM / bare FM, which is what the maths itself costs.
+
+Framework side: ``fewstep.train.loop.train`` itself, on a temporary run directory, in a worker
+thread. With ``train.sample_every=1`` the loop calls ``on_samples`` after every step; the bench
+pauses it there (common.SteppedLoop), so a framework step and a bare step alternate and see the same
+machine load. Set-up (optimiser, EMA copy) falls in the untimed warm-up; everything the loop does
+per step is timed: per-step reseeding, data sampling, lr schedule, loss, finiteness checks,
+backward, grad clip, optimiser step, EMA update, log sums (and the metrics line every log_every).
+
+Bare side: the same network class built with the same seed, the same dataset sampler, Adam, clip
+and EMA, and the loss written directly in torch (OT-FM + Euler-FM parameterisation; IMM with
+M-particle groups, eta-decrement r(s, t), Laplace kernel with bandwidth 1/(sigma_d (t - s)) and
+weight w(t)). Before timing, each bare loss and its gradients are checked against the framework's
+on the same weights, batch and seed.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+
+import common as C
+
+
+# --- the maths, written directly -----------------------------------------------------------------
+def c_in(sd: float, t: torch.Tensor) -> torch.Tensor:  # 1 / (sigma_d sqrt(alpha^2 + sigma^2)), OT-FM
+    return 1.0 / (sd * torch.sqrt((1 - t) ** 2 + t**2))
+
+
+def fm_loss(net, x, p):
+    """OT-FM: x_t = (1 - t) x + t z, z ~ N(0, sd^2), target z - x, velocity sd G(c_in x_t, ct, ct)."""
+    sd, eps, T, c = p["sd"], p["eps"], p["T"], p["time_scale"]
+    z = sd * torch.randn(x.shape, device=x.device)
+    t = eps + (T - eps) * torch.rand(x.shape[0], device=x.device)
+    tc = t[:, None]
+    x_t = (1 - tc) * x + tc * z
+    v = sd * net(c_in(sd, tc) * x_t, c * t, c * t)
+    return (v - (z - x)).pow(2).mean()
+
+
+def imm_loss(net, x, p):
+    """IMM (Eq. 12, 13, 67): groups of M, t ~ U(eps, T), s ~ U(eps, t), r from a constant eta step."""
+    sd, eps, T, c, M, k, a, b = (p[n] for n in ("sd", "eps", "T", "time_scale", "M", "k", "a", "b"))
+    G = x.shape[0] // M
+    u = torch.rand(2, G, dtype=torch.float64, device=x.device)
+    t = eps + (T - eps) * u[0]
+    s = eps + (t - eps) * u[1]
+    lo, hi = eps / (1 - eps), T / (1 - T)
+    eta_r = (t / (1 - t) - (hi - lo) * 2.0**-k).clamp(lo, hi)
+    r = torch.maximum(eta_r / (1 + eta_r), s)
+    z = sd * torch.randn(x.shape, device=x.device)
+    t_, s_, r_ = (v.repeat_interleave(M).float()[:, None] for v in (t, s, r))
+    x_t, x_r = (1 - t_) * x + t_ * z, (1 - r_) * x + r_ * z
+    tg, sg, rg = (c * v.float() for v in (t, s, r))  # one time per group: the MLP embeds each once
+    y = x_t - sd * (t_ - s_) * net(c_in(sd, t_) * x_t, tg, sg)
+    with torch.no_grad():
+        y_tilde = x_r - sd * (r_ - s_) * net(c_in(sd, r_) * x_r, rg, sg)
+    bw = (1.0 / (sd * (t - s))).float()[:, None, None]
+    y, y_tilde = y.reshape(G, M, -1), y_tilde.reshape(G, M, -1)
+
+    def kern(q, v):  # Laplace exp(-bw max(|q - v|, eps_k) / D) over all M x M pairs
+        d = (q[:, :, None] - v[:, None]).pow(2).sum(-1).clamp_min(p["kernel_eps"] ** 2).sqrt()
+        return torch.exp(-bw * d / q.shape[-1])
+
+    mmd = (kern(y, y) + kern(y_tilde, y_tilde) - 2 * kern(y, y_tilde)).mean(dim=(1, 2))
+    lam = 2 * (torch.log(1 - t) - torch.log(t))
+    w = torch.sigmoid(b - lam) * (1 - t) ** a / (t * (1 - t) * ((1 - t) ** 2 + t**2))
+    return (w.float() * mmd).mean()
+
+
+def bare_params(recipe, comps) -> dict:
+    """The constants of the bare maths; refuses recipes it was not written for."""
+    r, o = recipe, recipe.objective
+    ok = (r.interpolant.name == "ot_fm" and r.flowmap.parameterisation == "euler_fm"
+          and r.flowmap.second_time == "s" and r.data.name in ("eight_gaussians", "checkerboard", "moons", "spiral"))
+    if o.name == "fm":
+        ok &= o.time_sampling == "uniform" and not o.minibatch_ot and o.sigma == 0
+    elif o.name == "imm":
+        ok &= (o.mapping == "eta" and o.bandwidth == "c_out" and o.min_gap == 0 and o.target == "online"
+               and o.weight_elbo and o.weight_alpha and o.weight_norm and comps.objective.kernel.name == "laplace")
+    else:
+        ok = False
+    if not ok:
+        raise SystemExit(f"the bare loop covers OT-FM + euler_fm + second_time s with fm (uniform) or imm "
+                         f"(eta mapping, laplace, c_out bandwidth); {o.name} recipe differs")
+    ip = comps.interpolant
+    p = {"sd": ip.sigma_d, "eps": ip.eps, "T": ip.T, "time_scale": r.flowmap.time_scale, "loss": fm_loss}
+    if o.name == "imm":
+        p.update(M=o.group_size, k=o.k, a=o.a, b=o.b, kernel_eps=comps.objective.kernel.eps, loss=imm_loss)
+    return p
+
+
+def check_same(comps, p, device) -> str:
+    """Framework loss and gradients == bare ones on the same weights, batch and RNG seed."""
+    from fewstep.data.base import Batch
+
+    net = comps.net
+    x = comps.dataset.sample(comps.recipe.train.batch_size, torch.Generator().manual_seed(7)).x.to(device)
+    out = []
+    for fn in (lambda: comps.objective.loss(comps.flowmap, Batch(x, None), 0)[0],
+               lambda: p["loss"](net, x, p)):
+        torch.manual_seed(11)
+        net.zero_grad(set_to_none=True)
+        loss = fn()
+        loss.backward()
+        out.append((loss.detach(), [q.grad.detach().clone() for q in net.parameters()]))
+    net.zero_grad(set_to_none=True)
+    (lf, gf), (lb, gb) = out
+    rel = abs(lf - lb).item() / max(abs(lf).item(), 1e-30)
+    gscale = max(g.abs().max().item() for g in gf)
+    gerr = max((a - b).abs().max().item() for a, b in zip(gf, gb)) / max(gscale, 1e-30)
+    msg = f"loss framework {lf.item():.8g} bare {lb.item():.8g} rel diff {rel:.1e}; grad max rel diff {gerr:.1e}"
+    if rel > 1e-5 or gerr > 1e-4:
+        raise SystemExit(f"{comps.recipe.objective.name}: bare maths differs from the framework: {msg}")
+    return msg
+
+
+# --- the two loops ---------------------------------------------------------------------------------
+def framework_loop(comps, run_dir: Path):
+    """The real loop, ``fewstep.train.loop.train``; the recipe has sample_every = 1, so the loop
+    calls ``on_samples`` after every step, where the bench pauses it."""
+    from fewstep.train.loop import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return lambda on_step: train(comps, run_dir, progress=False, on_samples=lambda step, ema_net: on_step())
+
+
+def bare_loop(comps, p, device):
+    """The same network class, config and seed, the same sampler, Adam, clip and EMA; no framework."""
+    from fewstep.networks import NetworkSpec
+
+    cfg, ds, rec = comps.recipe.train, comps.dataset, comps.recipe
+    torch.manual_seed(cfg.seed)
+    net = C.registries().networks.build(rec.network, NetworkSpec(tuple(ds.shape), ds.num_classes, True)).to(device)
+    same = all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), comps.net.state_dict().values()))
+    assert same and type(net) is type(comps.net), "bare network differs from the framework's at init"
+
+    def loop(on_step):
+        params = list(net.parameters())
+        ema = [q.detach().clone() for q in params]
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        net.train()
+        for i in range(10**9):
+            x = ds.sample(cfg.batch_size, gen).x.to(device)
+            opt.param_groups[0]["lr"] = cfg.lr * min(1.0, (i + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            loss = p["loss"](net, x, p)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+            opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, params, 1.0 - min(cfg.ema_decay, (1 + i) / (10 + i)))
+            on_step()
+    return loop
+
+
+def main() -> None:
+    ap = C.parser(__doc__.split("\n\n")[0])
+    ap.add_argument("--fm-recipe", default="recipes/fm_toy.yaml", help="FM recipe (default recipes/fm_toy.yaml)")
+    ap.add_argument("--steps", type=int, default=50, help="timed steps per chunk and side (default 50)")
+    ap.add_argument("--warm", type=int, default=10, help="untimed steps per side first (default 10)")
+    args = ap.parse_args()
+    device = C.setup(args)
+    extra = ["train.sample_every=1", "train.steps=1000000000"]  # on_samples after every step; never ends
+    loops, tmp = {}, tempfile.TemporaryDirectory()
+    for kind, path in (("fm", args.fm_recipe), ("imm", args.recipe)):
+        recipe, comps = C.load(path, device, args.batch, extra)
+        p = bare_params(recipe, comps)
+        print(f"{kind}: {path}, batch {recipe.train.batch_size}: {check_same(comps, p, device)}", flush=True)
+        loops[f"fw_{kind}"] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / kind), device, args.threads)
+        loops[f"bare_{kind}"] = C.SteppedLoop(bare_loop(comps, p, device), device, args.threads)
+    print(f"machine: {C.machine(device)}\n{args.repeats} chunks x {args.steps} steps per side, interleaved "
+          f"{args.per_turn} step(s) per turn; per-chunk figure: {args.stat} step", flush=True)
+    try:
+        t = C.race({n: lp.run for n, lp in loops.items()}, args.repeats, args.steps, args.warm,
+                   args.per_turn, args.stat)
+    finally:
+        for lp in loops.values():
+            lp.close()
+        tmp.cleanup()
+    for name, v in t.items():
+        print(f"  {name:<9s} step {C.fmt_ms(v)}")
+    fm_r, imm_r = C.ratios(t["fw_fm"], t["bare_fm"]), C.ratios(t["fw_imm"], t["bare_imm"])
+    mix = C.ratios(t["fw_imm"], t["fw_fm"])
+    C.report_ratio("(a) FM  framework / bare", fm_r, "<= 1.05x", C.spread(fm_r)[1] <= 1.05)
+    C.report_ratio("(a) IMM framework / bare", imm_r, "<= 1.05x", C.spread(imm_r)[1] <= 1.05)
+    C.report_ratio("(b) IMM / FM, framework", mix, "<= 1.40x", C.spread(mix)[1] <= 1.40)
+    C.report_ratio("(b) IMM / FM, bare (cost of the maths)", C.ratios(t["bare_imm"], t["bare_fm"]))
+
+
+if __name__ == "__main__":
+    main()
