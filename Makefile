@@ -8,9 +8,13 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup test demo results clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+EXAMPLE := examples/fewstep-example-plugin
+
+# The example third-party plugin is installed too: the test suite checks it is found and works.
+$(VENV)/.installed: pyproject.toml Makefile $(EXAMPLE)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH) -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -e $(EXAMPLE)
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,4 +30,4 @@ results: setup
 	$(VENV)/bin/fewstep bench recipes/bench_toy.yaml
 
 clean:
-	rm -rf $(VENV) runs *.egg-info
+	rm -rf $(VENV) runs *.egg-info $(EXAMPLE)/*.egg-info

@@ -9,6 +9,7 @@ FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time m
 """
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from typing import Literal
 
@@ -256,3 +257,50 @@ def online_and_target(fm: FlowMap, target: FlowMap, online: tuple, target_args: 
         x_r, *rest = target_args
         y_tilde = target.f(x_r.float() if target_fp32 else x_r, *rest)
     return y, y_tilde.to(y.dtype)
+
+
+class EMATarget:
+    """A stop-gradient target network theta- that follows the online weights as an EMA:
+    theta- <- d theta- + (1 - d) theta at every call after the first (which copies theta).
+
+    For objectives whose target is an EMA of the weights (IMM's ``target: ema`` variant, shortcut
+    models, CM/iCT-style teachers). Its weights go into the run's checkpoint through the objective's
+    ``state_dict``; loaded before the network exists, they are applied on first use.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = float(decay)
+        self.net: nn.Module | None = None
+        self._pending: dict | None = None
+
+    def flowmap(self, fm: FlowMap) -> FlowMap:
+        """Update theta- towards fm's weights and return the flow map around theta-."""
+        if self.net is None:
+            self.net = copy.deepcopy(fm.net).requires_grad_(False)
+            if self._pending is not None:  # a resumed run continues the checkpointed EMA
+                self.net.load_state_dict(self._pending)
+                self._pending = None
+                self._lerp(fm.net)
+        else:
+            self._lerp(fm.net)
+        self.net.train(fm.net.training)
+        return fm.with_net(self.net)
+
+    @torch.no_grad()
+    def _lerp(self, online: nn.Module) -> None:
+        for p_t, p in zip(self.net.parameters(), online.parameters()):
+            p_t.lerp_(p.detach(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict:
+        if self.net is None:
+            return {} if self._pending is None else {"target": self._pending}
+        return {"target": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        target = state.get("target")
+        if target is None:
+            return
+        if self.net is not None:
+            self.net.load_state_dict(target)
+        else:
+            self._pending = target

@@ -49,8 +49,9 @@ def fewstep_register_objectives(registry: Registrar) -> None:
 
 @hookspec
 def fewstep_register_samplers(registry: Registrar) -> None:
-    """Register samplers. Factory: ``factory(cfg) -> Sampler`` with
-    ``sampler(flowmap, x_T, ts, cond) -> x_0`` over a descending time grid ``ts``."""
+    """Register samplers. Factory: ``factory(cfg) -> Sampler`` with ``schedule(interpolant, n)`` (the
+    n + 1 descending times from T to eps) and ``sampler(flowmap, x_T, ts, cond, generator) -> x_0``
+    (``generator`` seeds any fresh noise, e.g. restart's re-noising)."""
 
 
 @hookspec

@@ -1,6 +1,7 @@
 """Plugin discovery, isolation of failures, attribution and duplicates."""
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import types
@@ -52,8 +53,8 @@ def test_builtins_register_through_entry_points(regs):
     assert by_name["fm"].provides == {"objectives": ["fm"]}
     assert regs.objectives.get("fm").plugin == "fm"
     assert {"ot_fm", "vp_cosine"} <= set(regs.interpolants.names())
-    for kind in ("networks", "kernels", "samplers", "datasets", "metrics"):
-        assert all(e.plugin == "core" for e in regs.kind(kind))
+    for kind in ("networks", "kernels", "samplers", "datasets", "metrics"):  # fewstep's own come from core
+        assert all(e.plugin == "core" for e in regs.kind(kind) if by_name[e.plugin].dist == "fewstep")
 
 
 def test_direct_plugin_object_is_registered_and_attributed():
@@ -156,7 +157,7 @@ def test_unknown_name_lists_known_and_closest(regs):
         regs.samplers.get("eulr")
     msg = str(exc.value)
     assert "unknown sampler 'eulr'; did you mean 'euler'?" in msg
-    assert "known: euler, heun, pushforward, restart" in msg
+    assert re.search(r"known: euler, heun, (\w+, )*pushforward, restart", msg)  # + any installed plugin's
 
 
 def test_factories_are_lazy_strings_and_resolve(regs):

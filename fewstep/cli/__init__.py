@@ -24,7 +24,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fewstep.cli import bench, check, eval as eval_cmd, plugins, sample, schema, train
+    from fewstep.cli import bench, check, eval as eval_cmd, new_plugin, plugins, sample, schema, train
 
     app.command("train")(train.train)
     app.command("sample")(sample.sample)
@@ -33,6 +33,7 @@ def _register() -> None:
     app.command("check")(check.check)
     app.command("schema")(schema.schema)
     app.command("plugins")(plugins.plugins)
+    app.command("new-plugin")(new_plugin.new_plugin)
 
 
 _register()

@@ -66,19 +66,18 @@ def sample(comps: Components, fm, sampler, n_steps: int, n: int, seed: int, batc
     return x.cpu(), nfe, time.perf_counter() - t0
 
 
-def _measure(metric, x: torch.Tensor, ref: torch.Tensor, dataset, generator) -> dict[str, float]:
-    """One metric on one sample set: image metrics see uint8 images, point metrics flat vectors.
-
-    A metric returns a float (its column is the metric's name) or a dict of labelled values
-    (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
+def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, generator) -> dict[str, float]:
+    """One metric on one sample set: image metrics (``metric.kind == "images"``) see uint8 images,
+    point metrics flat vectors. A metric returns a float (its column is the metric's registry name)
+    or a dict of labelled values (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
     """
     if getattr(metric, "kind", "points") == "images":
         if dataset.kind != "images":
-            raise ConfigError(f"eval.metrics: {metric.name} needs image data; data is {dataset.kind}")
+            raise ConfigError(f"eval.metrics: {name} needs image data; data is {dataset.kind}")
         out = metric(dataset.to_uint8(x), dataset.to_uint8(ref), generator)
     else:
         out = metric(x.flatten(1), ref.flatten(1), generator)
-    return {k: float(v) for k, v in out.items()} if isinstance(out, dict) else {metric.name: float(out)}
+    return {k: float(v) for k, v in out.items()} if isinstance(out, dict) else {name: float(out)}
 
 
 def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *, n: int, seed: int,
@@ -90,14 +89,14 @@ def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *
     other = data.sample(n, torch.Generator().manual_seed(seed + 2)).x
     mgen = lambda: torch.Generator().manual_seed(seed + 3)  # noqa: E731 - same projections for every row
     floor: dict[str, float] = {}
-    for m in metrics.values():
-        floor.update(_measure(m, other, ref, data, mgen()))
+    for name, m in metrics.items():
+        floor.update(_measure(name, m, other, ref, data, mgen()))
     rows = []
     for k in steps:
         x, nfe, secs = sample(comps, fm, sampler, k, n, seed, batch_size)
         row = {"steps": k, "nfe": nfe, "seconds": round(secs, 4), "samples_per_s": round(n / secs, 1)}
-        for m in metrics.values():
-            row.update(_measure(m, x, ref, data, mgen()))
+        for name, m in metrics.items():
+            row.update(_measure(name, m, x, ref, data, mgen()))
         rows.append(row)
     meta = {"n_samples": n, "seed": seed, "sampler": getattr(sampler, "name", "?"),
             "schedule": getattr(sampler, "schedule_kind", "?")}

@@ -13,12 +13,11 @@ Two forward passes per step, whatever M is.
 """
 from __future__ import annotations
 
-import copy
 
 import torch
 
 from fewstep.errors import ConfigError
-from fewstep.flowmap import FlowMap, online_and_target
+from fewstep.flowmap import EMATarget, FlowMap, online_and_target
 from fewstep.interpolants import Interpolant
 from fewstep.kernels import mmd2
 from fewstep.registry import build_ref
@@ -34,8 +33,7 @@ class IMM:
     def __init__(self, cfg, interpolant: Interpolant):
         self.cfg, self.ip = cfg, interpolant
         self.kernel = build_ref(cfg.kernel, "kernels")
-        self._target_net: torch.nn.Module | None = None  # EMA target (target = ema)
-        self._target_state: dict | None = None  # loaded before the net exists
+        self._ema = EMATarget(cfg.target_ema_decay) if cfg.target == "ema" else None
 
     # --- pieces, public so that tests and other objectives can use them ----------------------
     def times(self, n_groups: int, device) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,21 +55,7 @@ class IMM:
 
     def target_flowmap(self, fm: FlowMap) -> FlowMap:
         """theta-: the current weights (default), or their EMA when target = ema."""
-        if self.cfg.target == "online":
-            return fm
-        fresh = self._target_net is None
-        if fresh:
-            self._target_net = copy.deepcopy(fm.net).requires_grad_(False)
-            if self._target_state is not None:  # resumed: continue the saved EMA
-                self._target_net.load_state_dict(self._target_state)
-                fresh, self._target_state = False, None
-        if not fresh:
-            with torch.no_grad():
-                d = self.cfg.target_ema_decay
-                for p_t, p in zip(self._target_net.parameters(), fm.net.parameters()):
-                    p_t.lerp_(p.detach(), 1.0 - d)
-        self._target_net.train(fm.net.training)
-        return fm.with_net(self._target_net)
+        return fm if self._ema is None else self._ema.flowmap(fm)
 
     # --- the loss ------------------------------------------------------------------------------
     def loss(self, fm: FlowMap, batch, step: int):
@@ -112,16 +96,8 @@ class IMM:
 
     # --- state (the EMA target), checkpointed by the training loop ---------------------------
     def state_dict(self) -> dict:
-        if self._target_net is None:
-            return {}
-        return {"target": {k: v.detach().clone() for k, v in self._target_net.state_dict().items()}}
+        return {} if self._ema is None else self._ema.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        target = state.get("target")
-        if target is None:
-            return
-        if self._target_net is not None:
-            self._target_net.load_state_dict(target)
-        else:
-            self._target_state = target
-
+        if self._ema is not None:
+            self._ema.load_state_dict(state)

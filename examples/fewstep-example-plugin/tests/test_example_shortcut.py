@@ -1,0 +1,173 @@
+"""The shortcut objective: its loss against a hand computation with fewstep's test doubles, Shortcut's own
+velocity form, its time draws, the EMA target and its checkpointed state."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fewstep.data.base import Batch
+from fewstep.errors import RecipeError
+from fewstep.flowmap import FlowMap
+from fewstep.interpolants import OTFM
+from fewstep.plugins import load_registries
+from fewstep.testing import ProbeNet, RecordingFlowMap, tiny_recipe
+from fewstep_example import ShortcutConfig
+from fewstep_example.shortcut import Shortcut
+
+F64 = torch.float64
+SIGMA_D = 0.5
+
+
+def probe_G(net: ProbeNet, ip, x_t, s, t):
+    """The backbone output for the flow map's inputs, by hand: c_in(t) x_t, 1000 t, stride 1000 (t - s)."""
+    c_in = 1.0 / (SIGMA_D * torch.sqrt((1 - t) ** 2 + t**2))
+    with torch.no_grad():
+        return torch.tanh((c_in[:, None] * x_t) @ net.A.T + t[:, None] * net.b + (t - s)[:, None] * net.c)
+
+
+def test_loss_matches_a_hand_computation():
+    ip = OTFM(SIGMA_D)
+    net = ProbeNet(2)
+    fm = RecordingFlowMap(net, ip, "euler_fm", "stride")
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.25, levels=3, target="online"), ip)
+    x = torch.randn(16, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(7)
+    loss, logs = obj.loss(fm, Batch(x), 0)
+
+    torch.manual_seed(7)  # replay the draws made before the first network call: noise, then FM times
+    noise = SIGMA_D * torch.randn(16, 2, dtype=F64)
+    t_f = ip.eps + (ip.T - ip.eps) * torch.rand(12, dtype=F64)
+    # flow-matching rows 4..15: velocity sigma_d G(x_t, t, t) against eps - x (OT-FM)
+    x_tf = (1 - t_f)[:, None] * x[4:] + t_f[:, None] * noise[4:]
+    fm_err = ((SIGMA_D * probe_G(net, ip, x_tf, t_f, t_f) - (noise[4:] - x[4:])) ** 2).mean(1)
+
+    # bootstrap rows 0..3: the recorded f calls are half step 1, half step 2, then the online jump
+    half1, half2, online = fm.f_calls
+    s, t = online["s"], online["t"]
+    m = half1["s"]
+    assert torch.allclose(m, 0.5 * (s + t)) and torch.equal(half2["s"], s) and torch.equal(half2["t"], m)
+    x_tb = (1 - t)[:, None] * x[:4] + t[:, None] * noise[:4]
+    assert torch.allclose(online["x_t"], x_tb) and torch.allclose(half1["x_t"], x_tb)
+    f = lambda x_, s_, t_: x_ - SIGMA_D * (t_ - s_)[:, None] * probe_G(net, ip, x_, s_, t_)  # noqa: E731 Euler-FM
+    x_m = f(x_tb, m, t)
+    assert torch.allclose(half2["x_t"], x_m)
+    sc_err = (((f(x_tb, s, t) - f(x_m, s, m)) / (t - s)[:, None]) ** 2).mean(1)
+
+    assert torch.allclose(loss, (fm_err.sum() + sc_err.sum()) / 16, rtol=1e-10)
+    assert torch.allclose(logs["fm"], fm_err.mean()) and torch.allclose(logs["self_consistency"], sc_err.mean())
+    # gradients only through the online passes: FM velocity (grad), two target half steps (no grad), online jump
+    assert [c["grad"] for c in net.calls] == [True, False, False, True]
+    loss.backward()
+    assert net.A.grad is not None and net.A.grad.abs().sum() > 0
+
+
+def test_self_consistency_is_shortcuts_velocity_form_under_euler_fm():
+    """The SC loss (research/peers.md §5): ||s(x_t, t, 2d) - sg(s1 + s2)/2||^2 with s1 = s(x_t, t, d),
+    x' = x_t + d s1, s2 = s(x', t + d, d), in our time direction and with s = sigma_d G."""
+    ip = OTFM(SIGMA_D)
+    net = ProbeNet(2, seed=1)
+    fm = RecordingFlowMap(net, ip, "euler_fm", "stride")
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, target="online"), ip)
+    torch.manual_seed(0)
+    _, logs = obj.loss(fm, Batch(torch.randn(32, 2, dtype=F64)), 0)
+    half1, half2, online = fm.f_calls
+    x_t, s, t, m = online["x_t"], online["s"], online["t"], half1["s"]
+    d = t - m
+    u_full = SIGMA_D * probe_G(net, ip, x_t, s, t)
+    u1 = SIGMA_D * probe_G(net, ip, x_t, m, t)
+    x_prime = x_t - d[:, None] * u1  # time runs from noise (t = 1) to data: a step of d is t -> t - d
+    u2 = SIGMA_D * probe_G(net, ip, x_prime, s, m)
+    expected = ((u_full - 0.5 * (u1 + u2)) ** 2).mean()
+    assert torch.allclose(logs["self_consistency"], expected, rtol=1e-10)
+
+
+def test_without_bootstrap_rows_it_is_the_fm_objective():
+    """bootstrap_fraction = 0 draws what the built-in fm objective draws and gives its loss."""
+    regs = load_registries(env={}, warn=False)
+    ip = OTFM(SIGMA_D)
+    fm = FlowMap(ProbeNet(2), ip, "euler_fm", "stride")
+    batch = Batch(torch.randn(64, 2, dtype=F64))
+    fm_entry = regs.objectives.get("fm")
+    flow_matching = fm_entry.build(fm_entry.model()(name="fm"), ip)
+    torch.manual_seed(5)
+    ours, logs = Shortcut(ShortcutConfig(bootstrap_fraction=0.0), ip).loss(fm, batch, 0)
+    torch.manual_seed(5)
+    theirs, _ = flow_matching.loss(fm, batch, 0)
+    assert torch.allclose(ours, theirs, rtol=1e-12) and set(logs) == {"fm"}
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_bootstrap_times(grid):
+    ip = OTFM(SIGMA_D)
+    obj = Shortcut(ShortcutConfig(levels=4, grid=grid), ip)
+    torch.manual_seed(0)
+    s, m, t = obj.bootstrap_times(4000, "cpu")
+    span = ip.T - ip.eps
+    j = torch.log2(span / (t - s))
+    assert torch.allclose(j, j.round(), atol=1e-9)
+    assert set(j.round().long().tolist()) == {0, 1, 2, 3}  # steps span, span/2, span/4, span/8
+    assert bool((s >= ip.eps - 1e-12).all() and (t <= ip.T + 1e-12).all() and (s < m).all() and (m < t).all())
+    assert torch.allclose(m, 0.5 * (s + t))
+    k = (t - ip.eps) / (t - s)
+    on_grid = torch.isclose(k, k.round(), atol=1e-9)
+    assert bool(on_grid.all()) if grid else on_grid.float().mean() < 0.9  # j = 0 is always on the grid
+
+
+@pytest.mark.parametrize("batch, frac, expected", [(1024, 0.125, 128), (16, 0.125, 2), (4, 0.01, 1),
+                                                   (2, 0.9, 1), (64, 0.0, 0)])
+def test_bootstrap_row_count(batch, frac, expected):
+    assert Shortcut(ShortcutConfig(bootstrap_fraction=frac), OTFM()).n_bootstrap(batch) == expected
+
+
+def _step(obj, fm, seed):
+    torch.manual_seed(seed)
+    loss, _ = obj.loss(fm, Batch(torch.randn(16, 2, dtype=F64)), 0)
+    loss.backward()
+    with torch.no_grad():  # a stand-in optimiser step, so the weights move
+        for p in fm.net.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+
+
+def test_ema_target_follows_the_weights():
+    ip = OTFM(SIGMA_D)
+    fm = FlowMap(ProbeNet(2), ip, "euler_fm", "stride")
+    obj = Shortcut(ShortcutConfig(target="ema", target_ema_decay=0.5), ip)
+    _step(obj, fm, 0)
+    before = copy.deepcopy(obj._ema.net.A.detach())
+    now = fm.net.A.detach().clone()
+    _step(obj, fm, 1)
+    assert torch.allclose(obj._ema.net.A, 0.5 * before + 0.5 * now)  # updated once, before use
+    assert not obj._ema.net.A.requires_grad
+
+
+def test_checkpointed_state_resumes_the_ema_exactly():
+    ip = OTFM(SIGMA_D)
+    cfg = ShortcutConfig(target="ema", target_ema_decay=0.9)
+    fm_a = FlowMap(ProbeNet(2), ip, "euler_fm", "stride")
+    fm_b = FlowMap(ProbeNet(2), ip, "euler_fm", "stride")
+    a, b = Shortcut(cfg, ip), Shortcut(cfg, ip)
+    assert a.state_dict() == {}
+    for seed in range(3):  # uninterrupted
+        _step(a, fm_a, seed)
+    for seed in range(2):  # interrupted after two steps ...
+        _step(b, fm_b, seed)
+    resumed = Shortcut(cfg, ip)
+    resumed.load_state_dict(b.state_dict())  # ... and resumed in a fresh process
+    _step(resumed, fm_b, 2)
+    for p, q in zip(a._ema.net.parameters(), resumed._ema.net.parameters()):
+        assert torch.allclose(p, q, rtol=1e-12)
+
+
+def test_recipe_check_refuses_a_flow_map_without_a_second_time():
+    with pytest.raises(RecipeError, match="flowmap.second_time: the shortcut objective conditions the network"):
+        tiny_recipe(objective={"name": "shortcut"}, flowmap={"parameterisation": "euler_fm", "second_time": "none"})
+    assert tiny_recipe(objective={"name": "shortcut"}).sampler.name == "pushforward"  # its default_sampler
+
+
+def test_config_fields():
+    for bad in ({"bootstrap_fraction": 1.0}, {"levels": 0}, {"target": "teacher"}, {"d": 0.5}):
+        with pytest.raises(ValueError):
+            ShortcutConfig(**bad)
