@@ -75,3 +75,15 @@ def test_recipe_trains_a_few_steps(recipe, tmp_path):
         assert {"fm", "self_consistency"} <= set(records[-1])
     assert (run / "checkpoints" / "step_0000005" / "model.safetensors").is_file()
     assert any((run / "samples").glob("*.png"))
+
+
+def test_fewstep_plugins_lists_it_with_its_version():
+    from typer.testing import CliRunner
+
+    from fewstep.cli import app
+
+    table = CliRunner().invoke(app, ["plugins"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "fewstep-example-plugin 0.1.0" in table.output
+    listed = json.loads(CliRunner().invoke(app, ["plugins", "--json"]).output)
+    (info,) = [p for p in listed["plugins"] if p["name"] == PLUGIN]
+    assert (info["dist"], info["version"], info["status"]) == ("fewstep-example-plugin", "0.1.0", "ok")
