@@ -5,7 +5,7 @@ are imported only when a component is built, so ``fewstep check`` and ``fewstep 
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -45,10 +45,38 @@ class MLPConfig(ComponentConfig):
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
 
 
+class UNetConfig(ComponentConfig):
+    """diffusers' UNet2DModel. Defaults: DDPM's CIFAR-10 UNet (Ho et al. 2020; 35.7M parameters + the s
+    branch). IMM's CIFAR-10 model is EDM's DDPM++ (55.7M), which diffusers does not ship."""
+
+    example_shape: ClassVar[tuple[int, ...]] = (3, 8, 8)  # what the conformance kit feeds it
+
+    channels: list[int] = Field([128, 256, 256, 256], min_length=1,
+                                description="Channels per resolution level (DDPM CIFAR-10: 128 x (1, 2, 2, 2)).")
+    attention: list[bool] = Field([False, True, False, False],
+                                  description="Self-attention per level (DDPM CIFAR-10: at 16x16, the second level).")
+    layers_per_block: int = Field(2, ge=1, description="Residual blocks per level (DDPM: 2).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the residual blocks (DDPM CIFAR-10: 0.1).")
+    norm_groups: int = Field(32, ge=1, description="GroupNorm groups; must divide every channel count (DDPM: 32).")
+    head_dim: int = Field(8, ge=1, description="Channels per attention head (diffusers' default: 8).")
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if len(self.attention) != len(self.channels):
+            raise ValueError(f"attention needs one flag per level of channels ({len(self.channels)}), "
+                             f"got {len(self.attention)}")
+        bad = [c for c in self.channels if c % self.norm_groups]
+        if bad:
+            raise ValueError(f"norm_groups {self.norm_groups} must divide every channel count (not {bad})")
+        return self
+
+
 @hookimpl
 def fewstep_register_networks(registry):
     registry.add("mlp", "fewstep.networks.mlp:build_mlp", MLPConfig,
                  "MLP with sinusoidal t/s embeddings, for 2D and other flat data")
+    registry.add("unet", "fewstep.networks.unet:build_unet", UNetConfig,
+                 "diffusers UNet2DModel for images; s through a second timestep embedding (IMM App. I.1)")
 
 
 # --- kernels -----------------------------------------------------------------------------------
@@ -119,6 +147,15 @@ class DigitsConfig(ComponentConfig):
     xflip: bool = Field(False, description="Mirror half of each batch left-right (data augmentation; off for digits).")
 
 
+class CIFAR10Config(ComponentConfig):
+    example_config: ClassVar[dict] = {"download": False}  # the conformance kit never downloads
+    root: str = Field("data", description="Folder holding (or to receive) cifar-10-batches-py/.")
+    download: bool = Field(True, description="Download the 163 MB archive when it is missing (torchvision).")
+    split: Literal["train", "test"] = Field("train", description="50k training images (what FID is measured against) or the 10k test images.")
+    conditional: bool = Field(False, description="Class-conditional on the 10 labels (IMM's CIFAR-10 model is unconditional).")
+    xflip: bool = Field(True, description="Mirror half of each batch left-right (IMM Table 5, CIFAR-10: x-flip on).")
+
+
 @hookimpl
 def fewstep_register_datasets(registry):
     toy = "fewstep.builtin.factories:build_toy"
@@ -126,6 +163,8 @@ def fewstep_register_datasets(registry):
     registry.add("checkerboard", toy, CheckerboardConfig, "uniform on a checkerboard's black cells (2D toy)")
     registry.add("moons", toy, MoonsConfig, "two interleaved half circles (2D toy)")
     registry.add("spiral", toy, SpiralConfig, "2D swiss roll (2D toy)")
+    registry.add("cifar10", "fewstep.builtin.factories:build_cifar10", CIFAR10Config,
+                 "CIFAR-10, 3 x 32 x 32 (torchvision; downloaded to data.root)")
     registry.add("digits", "fewstep.builtin.factories:build_digits", DigitsConfig,
                  "sklearn's bundled 1797 8x8 handwritten digits (images, no download)")
 

@@ -16,6 +16,13 @@ def build_digits(cfg, sigma_d: float = 0.5):
     return load_digits_dataset(cfg.size, sigma_d, cfg.conditional, cfg.xflip)
 
 
+def build_cifar10(cfg, sigma_d: float = 0.5):
+    """CIFAR-10 through torchvision as an image dataset with overall std sigma_d."""
+    from fewstep.data.images import load_cifar10
+
+    return load_cifar10(cfg.root, cfg.split, cfg.download, sigma_d, cfg.conditional, cfg.xflip)
+
+
 def build_toy(cfg, sigma_d: float = 0.5) -> ToyDataset:
     """A 2D toy set named by the registry entry, normalised to overall std sigma_d."""
     return ToyDataset(cfg.name, sigma_d, **_params(cfg))

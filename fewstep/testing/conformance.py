@@ -94,10 +94,12 @@ def check_interpolant(entry: Entry, config: dict[str, Any] | None = None) -> Non
     _assert(torch.allclose(ip.ddim(x_t, x, tt, tt), x_t), entry, "DDIM(x_t, x, t, t) must be x_t")
 
 
-def check_network(entry: Entry, config: dict[str, Any] | None = None, shape: tuple[int, ...] = (2,)) -> None:
-    """``shape``: one sample's shape the backbone accepts (e.g. (3, 32, 32) for an image network)."""
+def check_network(entry: Entry, config: dict[str, Any] | None = None, shape: tuple[int, ...] | None = None) -> None:
+    """``shape``: one sample's shape the backbone accepts; default: its Config's ``example_shape``
+    ClassVar, else (2,) (an image network declares e.g. ``example_shape = (3, 8, 8)``)."""
     from fewstep.networks import NetworkSpec
 
+    shape = tuple(shape or getattr(entry.config, "example_shape", (2,)))
     torch.manual_seed(0)
     net = entry.build(check_config(entry, config), NetworkSpec(tuple(shape), num_classes=3, second_time=True))
     g = torch.Generator().manual_seed(0)
@@ -213,7 +215,17 @@ def check_objective(entry: Entry, config: dict[str, Any] | None = None, registri
 
 
 def check_dataset(entry: Entry, config: dict[str, Any] | None = None, sigma_d: float = 0.5) -> None:
-    ds = entry.build(check_config(entry, config), sigma_d)
+    """``config`` defaults to the Config's ``example_config`` ClassVar (e.g. ``{"download": False}``, so
+    that a test never downloads); a dataset that is not on this machine is skipped with its message."""
+    import pytest
+
+    from fewstep.errors import ConfigError
+
+    cfg = check_config(entry, config if config is not None else getattr(entry.config, "example_config", None))
+    try:
+        ds = entry.build(cfg, sigma_d)
+    except ConfigError as exc:
+        pytest.skip(f"{_who(entry)}: {exc}")
     _assert(ds.kind in ("points", "images"), entry, f"kind must be 'points' or 'images', not {ds.kind!r}")
     a = ds.sample(64, torch.Generator().manual_seed(0))
     b = ds.sample(64, torch.Generator().manual_seed(0))

@@ -1,0 +1,98 @@
+"""The diffusers UNet backbone: shapes, the second time s, class labels, and errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewstep.networks import NetworkSpec
+from fewstep.networks.unet import UNet
+
+TINY = dict(channels=(8, 16), attention=(False, True), layers_per_block=1, dropout=0.0, norm_groups=4, head_dim=4)
+
+
+def _net(num_classes=None, second_time=True, shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    return UNet(NetworkSpec(shape, num_classes, second_time), **TINY).eval()
+
+
+def _inputs(n=4, shape=(1, 8, 8)):
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(n, generator=g) * 1000
+    return torch.randn(n, *shape, generator=g), t, t * torch.rand(n, generator=g)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16)])
+def test_output_keeps_the_shape_and_s_changes_it(shape):
+    net = _net(shape=shape)
+    x, t, s = _inputs(shape=shape)
+    with torch.no_grad():
+        out = net(x, t, s)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        assert not torch.allclose(net(x, t, s * 0.5), out)
+
+
+def test_float_times_are_not_truncated():
+    net = _net()
+    x, t, s = _inputs()
+    with torch.no_grad():  # 500.3 and 500.7 would both be 500 if the times were cast to integers
+        assert not torch.equal(net(x, torch.full((4,), 500.3), s), net(x, torch.full((4,), 500.7), s))
+
+
+def test_labels_with_and_without_a_second_time():
+    for second_time in (True, False):
+        net = _net(num_classes=3, second_time=second_time)
+        x, t, s = _inputs()
+        s = s if second_time else None
+        with torch.no_grad():
+            a = net(x, t, s, torch.tensor([0, 0, 0, 0]))
+            b = net(x, t, s, torch.tensor([1, 1, 1, 1]))
+            null = net(x, t, s, None)  # no labels: the null class (index 3)
+            assert not torch.allclose(a, b) and torch.allclose(null, net(x, t, s, torch.full((4,), 3)))
+
+
+def test_flow_map_around_the_unet_samples_images(regs):
+    from fewstep.flowmap import FlowMap
+    from fewstep.interpolants import OTFM
+    from fewstep.samplers import Pushforward, generate
+
+    fm = FlowMap(_net(num_classes=3), OTFM(0.5), "euler_fm", "s", num_classes=3)
+    x, nfe = generate(fm, Pushforward(guidance=2.0), 2, 6, (1, 8, 8), cond=torch.arange(6) % 3,
+                      generator=torch.Generator().manual_seed(0))
+    assert x.shape == (6, 1, 8, 8) and nfe == 4  # 2 steps x (conditional + unconditional)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="square images"):
+        UNet(NetworkSpec((2,)), **TINY)
+    with pytest.raises(ValueError, match="cannot be halved"):
+        UNet(NetworkSpec((1, 6, 6)), **{**TINY, "channels": (8, 16, 16), "attention": (False,) * 3})
+
+
+def test_recipe_errors_for_the_unet_config(regs):
+    model = regs.networks.get("unet").model()
+    with pytest.raises(Exception, match="one flag per level"):
+        model.model_validate({"name": "unet", "channels": [8, 16], "attention": [True]})
+    with pytest.raises(Exception, match="must divide every channel count"):
+        model.model_validate({"name": "unet", "channels": [12, 16], "attention": [False, False], "norm_groups": 8})
+
+
+def test_imm_trains_a_few_steps_on_digits_with_the_unet(write, tmp_path, regs):
+    import json
+
+    from fewstep.train import train_recipe
+
+    recipe = write("unet.yaml", f"""\
+data: {{name: digits, conditional: true}}
+network: {{name: unet, channels: [8, 16], attention: [false, true], layers_per_block: 1, dropout: 0.1,
+          norm_groups: 4, head_dim: 4}}
+flowmap: {{parameterisation: simple_edm}}
+objective: {{name: imm, group_size: 4, k: 10, label_dropout: 0.1}}
+sampler: {{name: pushforward, guidance: 1.5}}
+train: {{steps: 4, batch_size: 16, optimizer: radam, lr: 1e-4, log_every: 2, checkpoint_every: 4}}
+eval: {{steps: [1, 2], reference_steps: null, n_samples: 64, metrics: [energy]}}
+output: {{dir: {tmp_path / 'runs'}}}
+""")
+    run = train_recipe(recipe, registries=regs, progress=False).run_dir
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [2, 4] and all(0 < r["loss"] < float("inf") for r in logs)
+    assert (run / "samples" / "step_0000004.png").exists()
