@@ -22,6 +22,7 @@ from fewstep.errors import TrainingDiverged
 from fewstep.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from fewstep.train.components import Components
 from fewstep.train.ema import EMA
+from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
 
 
@@ -74,6 +75,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
     stateful = hasattr(obj, "state_dict")  # an objective may keep state (e.g. a target network)
     opt = make_optimizer(params, cfg)
     ema = EMA(net, cfg.ema_decay)
+    prec = Precision(cfg.precision, comps.device)
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
@@ -84,6 +86,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
         ema.updates, start = int(state["ema_updates"]), int(state["step"])
         if stateful and "objective" in state:
             obj.load_state_dict(state["objective"])
+        prec.load_state_dict(state.get("precision", {}))
     metrics_path = run_dir / "metrics.jsonl"
     _trim_metrics(metrics_path, start)
     config = recipe_dict(comps.recipe)
@@ -96,7 +99,7 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
 
     def checkpoint(step: int) -> None:
         save_checkpoint(run_dir, step, net, ema.net,
-                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates,
+                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates, "precision": prec.state_dict(),
                          **({"objective": obj.state_dict()} if stateful else {})}, config,
                         keep=cfg.keep_checkpoints)
 
@@ -111,17 +114,19 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
             batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss, logs = obj.loss(fm, batch, step)
+            with prec.autocast():
+                loss, logs = obj.loss(fm, batch, step)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; "
                                        f"last good checkpoint kept in {run_dir / 'checkpoints'}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            prec.backward(loss)
+            prec.unscale(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
-            if not torch.isfinite(grad_norm):
+            if not torch.isfinite(grad_norm) and not prec.tolerates_overflow:
                 raise TrainingDiverged(f"gradient norm is {grad_norm.item()} at step {step + 1}; "
                                        f"last good checkpoint kept in {run_dir / 'checkpoints'}")
-            opt.step()
+            prec.step(opt)
             ema.update(net)
             loss_sum += loss.detach()
             n_sum += 1
