@@ -275,8 +275,8 @@ class EMATarget:
 
     def flowmap(self, fm: FlowMap) -> FlowMap:
         """Update theta- towards fm's weights and return the flow map around theta-."""
-        if self.net is None:
-            self.net = copy.deepcopy(fm.net).requires_grad_(False)
+        if self.net is None:  # (the module inside DistributedDataParallel, not the wrapper)
+            self.net = copy.deepcopy(getattr(fm.net, "module", fm.net)).requires_grad_(False)
             if self._pending is not None:  # a resumed run continues the checkpointed EMA
                 self.net.load_state_dict(self._pending)
                 self._pending = None

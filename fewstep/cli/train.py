@@ -1,6 +1,7 @@
 """``fewstep train RECIPE``: train (or resume) a recipe."""
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -21,11 +22,14 @@ def train(
     """Train a recipe; resumes its newest unfinished run from the latest checkpoint.
 
     Example: fewstep train recipes/fm_toy.yaml --set train.steps=2000
+    Several processes: torchrun --nproc_per_node=8 -m fewstep train recipes/imm_cifar.yaml
     """
     from fewstep.train import train_recipe
 
     result = train_recipe(recipe, set_ or [], run_dir=run_dir, fresh=fresh, device=device,
                           progress=not quiet, stop_after=stop_after, log=err)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return
     if result.start_step:
         err(f"resumed at step {result.start_step}")
     err(f"trained steps {result.start_step}..{result.end_step} in {result.seconds:.1f}s -> {result.run_dir}")

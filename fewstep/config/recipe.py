@@ -55,6 +55,8 @@ class TrainConfig(Section):
     warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (not stated by IMM: 0).")
     grad_clip: Optional[float] = Field(None, gt=0, description="Clip the global grad norm; null = off (not stated by IMM).")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay of the evaluation weights (IMM Table 5).")
+    accumulate: int = Field(1, ge=1, description="Gradient accumulation: each process runs this many shards of its "
+                                                  "share of batch_size per optimiser step.")
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
         "tf32", description="tf32: TensorFloat-32 matmuls on CUDA (IMM Table 5; fp32 on a CPU); bf16/fp16: autocast "
                             "forwards, fp16 with loss scaling (IMM App. I.6: fp16 for the DiT-XL headline).")

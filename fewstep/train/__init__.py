@@ -20,12 +20,12 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
     explicitly (refused if its checkpoint was trained with a different recipe). ``recipe`` passes
     an already validated recipe instead of reading ``path`` (``fewstep bench`` does).
     """
+    import torch
+
     from fewstep.config import load_recipe
-    from fewstep.eval.evaluate import sample_grid
-    from fewstep.eval.plots import loss_curve
     from fewstep.plugins import get_registries
-    from fewstep.train.components import build_components, flowmap_for, set_threads
-    from fewstep.train.loop import train
+    from fewstep.train.components import build_components, set_threads
+    from fewstep.train.dist import from_env
     from fewstep.train.rundir import blocking_changes, find_resumable, group_dir, new_run_dir, write_recipe
 
     regs = registries or get_registries()
@@ -41,9 +41,28 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
         group = group_dir(recipe, path)
         run = None if fresh else find_resumable(group, recipe)
         run = run or new_run_dir(group)
-    set_threads(recipe.train.threads)
-    comps = build_components(recipe, regs, device)
-    write_recipe(run, recipe, regs)
+    dist = from_env()  # several processes under torchrun: rank 0's choice of run directory holds
+    try:
+        run = Path(dist.broadcast(str(run)))
+        if dist.world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
+            device = f"cuda:{dist.local_rank}"
+        set_threads(recipe.train.threads)
+        comps = build_components(recipe, regs, device)
+        if dist.main:
+            write_recipe(run, recipe, regs)
+        dist.barrier()
+        return _train(comps, run, recipe, dist, progress, stop_after, label, log)
+    finally:
+        dist.shutdown()
+
+
+def _train(comps, run, recipe, dist, progress, stop_after, label, log):
+    """Train with sample grids and a loss curve at the end (rank 0 draws them)."""
+    from fewstep.eval.evaluate import sample_grid
+    from fewstep.eval.plots import loss_curve
+    from fewstep.train.components import flowmap_for
+    from fewstep.train.loop import train
+
     steps = [k for k in (1, 2, 4, 8) if k in recipe.eval.steps] or recipe.eval.steps[:4]
 
     def on_samples(step: int, ema_net) -> None:
@@ -56,4 +75,4 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
         if records:
             loss_curve(records, run / "loss.png")
 
-    return train(comps, run, progress=progress, stop_after=stop_after, on_samples=on_samples, label=label)
+    return train(comps, run, dist=dist, progress=progress, stop_after=stop_after, on_samples=on_samples, label=label)

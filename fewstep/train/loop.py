@@ -1,6 +1,6 @@
 """The training loop: one explicit function, edm2-style.
 
-Every step reseeds its random streams from (seed, rank, step), so a run resumed from a checkpoint
+Every step reseeds its random streams from (seed, shard, step), so a run resumed from a checkpoint
 draws exactly the data, times and noise an uninterrupted run would, and ends with identical
 weights on CPU. The loop never special-cases an objective: it calls ``objective.loss(flowmap,
 batch, step)`` and steps the optimiser. An objective that keeps state of its own (say a target
@@ -12,15 +12,17 @@ import hashlib
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fewstep.config import recipe_dict
-from fewstep.errors import TrainingDiverged
+from fewstep.errors import ConfigError, TrainingDiverged
 from fewstep.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from fewstep.train.components import Components
+from fewstep.train.dist import Dist, weights_checksum
 from fewstep.train.ema import EMA
 from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
@@ -62,20 +64,33 @@ def _trim_metrics(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = True,
+def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progress: bool = True,
           stop_after: int | None = None, on_samples=None, label: str | None = None) -> TrainResult:
     """Train ``comps`` in ``run_dir``, resuming from its latest checkpoint if there is one.
 
-    ``stop_after`` ends the session after that many steps (the run stays resumable);
-    ``on_samples(step)`` is called when sample grids are due.
+    ``dist`` is this process's place among torchrun's (``fewstep.train.dist``); ``stop_after`` ends
+    the session after that many steps (the run stays resumable); ``on_samples(step, ema_net)`` is
+    called (on rank 0) when sample grids are due.
     """
     cfg = comps.recipe.train
+    dist = dist or Dist()
     fm, net, obj = comps.flowmap, comps.net, comps.objective
+    shards = dist.world * cfg.accumulate
+    if cfg.batch_size % shards:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} does not split into {dist.world} process(es) x "
+                          f"{cfg.accumulate} accumulation step(s)")
+    shard_size = cfg.batch_size // shards
     params = [p for p in net.parameters() if p.requires_grad]
     stateful = hasattr(obj, "state_dict")  # an objective may keep state (e.g. a target network)
     opt = make_optimizer(params, cfg)
     ema = EMA(net, cfg.ema_decay)
     prec = Precision(cfg.precision, comps.device)
+    model = net
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[comps.device.index] if comps.device.type == "cuda" else None)
+        fm = fm.with_net(model)
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
@@ -88,69 +103,86 @@ def train(comps: Components, run_dir: Path, *, rank: int = 0, progress: bool = T
             obj.load_state_dict(state["objective"])
         prec.load_state_dict(state.get("precision", {}))
     metrics_path = run_dir / "metrics.jsonl"
-    _trim_metrics(metrics_path, start)
+    if dist.main:
+        _trim_metrics(metrics_path, start)
     config = recipe_dict(comps.recipe)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress)
+    bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress and dist.main)
     t_start = t_log = time.perf_counter()
     loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
     net.train()
     on_cuda = comps.device.type == "cuda"
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(run_dir, step, net, ema.net,
-                        {"optimizer": opt.state_dict(), "ema_updates": ema.updates, "precision": prec.state_dict(),
-                         **({"objective": obj.state_dict()} if stateful else {})}, config,
-                        keep=cfg.keep_checkpoints)
+        if dist.main:
+            save_checkpoint(run_dir, step, net, ema.net,
+                            {"optimizer": opt.state_dict(), "ema_updates": ema.updates, "precision": prec.state_dict(),
+                             **({"objective": obj.state_dict()} if stateful else {})}, config,
+                            keep=cfg.keep_checkpoints)
+        dist.barrier()
+
+    def diverged(what: str, value: torch.Tensor, step: int) -> TrainingDiverged:
+        return TrainingDiverged(f"{what} is {value.item()} at step {step + 1}; "
+                                f"last good checkpoint kept in {run_dir / 'checkpoints'}")
 
     try:
         for step in range(start, end):
-            obj_seed = step_seed(cfg.seed, rank, step, "objective")
-            torch.default_generator.manual_seed(obj_seed)  # torch.manual_seed costs ~0.2-0.5 ms a call
-            if on_cuda:  # (it queues lazy seeds for every accelerator type, with a stack trace each)
-                torch.cuda.manual_seed(obj_seed)
-            gen = torch.Generator().manual_seed(step_seed(cfg.seed, rank, step, "data"))
-            batch = comps.dataset.sample(cfg.batch_size, gen)
-            batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            with prec.autocast():
-                loss, logs = obj.loss(fm, batch, step)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; "
-                                       f"last good checkpoint kept in {run_dir / 'checkpoints'}")
             opt.zero_grad(set_to_none=True)
-            prec.backward(loss)
+            for m in range(cfg.accumulate):
+                shard = dist.rank * cfg.accumulate + m  # its seeds: the same whatever the process layout
+                obj_seed = step_seed(cfg.seed, shard, step, "objective")
+                torch.default_generator.manual_seed(obj_seed)  # torch.manual_seed costs ~0.2-0.5 ms a call
+                if on_cuda:  # (it queues lazy seeds for every accelerator type, with a stack trace each)
+                    torch.cuda.manual_seed(obj_seed)
+                gen = torch.Generator().manual_seed(step_seed(cfg.seed, shard, step, "data"))
+                batch = comps.dataset.sample(shard_size, gen)
+                batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
+                last = m == cfg.accumulate - 1
+                with (model.no_sync() if dist.world > 1 and not last else nullcontext()):
+                    with prec.autocast():
+                        loss, logs = obj.loss(fm, batch, step)
+                    if not torch.isfinite(loss):
+                        raise diverged("loss", loss, step)
+                    prec.backward(loss / cfg.accumulate)
+                loss_sum += loss.detach() / cfg.accumulate
+                for k, v in logs.items():
+                    v = v.detach() if torch.is_tensor(v) else float(v)
+                    logs_sum[k] = logs_sum.get(k, 0.0) + v / cfg.accumulate
             prec.unscale(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             if not torch.isfinite(grad_norm) and not prec.tolerates_overflow:
-                raise TrainingDiverged(f"gradient norm is {grad_norm.item()} at step {step + 1}; "
-                                       f"last good checkpoint kept in {run_dir / 'checkpoints'}")
+                raise diverged("gradient norm", grad_norm, step)
             prec.step(opt)
             ema.update(net)
-            loss_sum += loss.detach()
             n_sum += 1
-            for k, v in logs.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else float(v))
             done = step + 1
             bar.advance(done)
             if done % cfg.log_every == 0 or done == end:
                 now = time.perf_counter()
-                rec = {"step": done, "loss": loss_sum.item() / n_sum, "lr": opt.param_groups[0]["lr"],
+                rec = {"step": done, "loss": dist.mean(loss_sum).item() / n_sum, "lr": opt.param_groups[0]["lr"],
                        "grad_norm": float(grad_norm), "steps_per_s": n_sum / (now - t_log),
                        "samples_per_s": n_sum * cfg.batch_size / (now - t_log),
                        **{k: float(v) / n_sum for k, v in logs_sum.items()}}
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(rec) + "\n")
+                if dist.world > 1:  # DDP keeps the ranks equal; say so, or stop if they are not
+                    sums = dist.gather(weights_checksum(net), comps.device)
+                    if len(set(sums)) != 1:
+                        raise TrainingDiverged(f"the ranks' weights differ at step {done}: checksums {sums}")
+                    rec["rank_checksums"] = sums
+                if dist.main:
+                    with metrics_path.open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
                 bar.status(done, {"loss": rec["loss"], "it/s": rec["steps_per_s"]})
                 loss_sum.zero_()
                 n_sum, logs_sum, t_log = 0, {}, now
             if done % cfg.checkpoint_every == 0 or done == end:
                 checkpoint(done)
-            if on_samples is not None and cfg.sample_every and done % cfg.sample_every == 0 and done != cfg.steps:
+            if dist.main and on_samples is not None and cfg.sample_every and done % cfg.sample_every == 0 \
+                    and done != cfg.steps:
                 on_samples(done, ema.net)
     finally:
         bar.close()
-    if on_samples is not None and end == cfg.steps:
+    if dist.main and on_samples is not None and end == cfg.steps:
         on_samples(end, ema.net)
     return TrainResult(run_dir, start, end, time.perf_counter() - t_start)

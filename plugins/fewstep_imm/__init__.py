@@ -70,11 +70,11 @@ class IMMConfig(ComponentConfig):
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
         """Cross-section checks: group size vs batch, the mapping's time range, the second time input."""
         out = []
-        batch = recipe.train.batch_size
-        if batch % self.group_size:
+        batch, acc = recipe.train.batch_size, recipe.train.accumulate
+        if batch % (self.group_size * acc):
             out.append((("objective", "group_size"),
-                        f"must divide train.batch_size (got group_size {self.group_size}, batch_size {batch}); "
-                        f"with several GPUs it must divide the per-device batch"))
+                        f"must divide each accumulation shard of train.batch_size (got group_size {self.group_size}, "
+                        f"batch_size {batch}, accumulate {acc}); with several GPUs it must divide the per-device shard"))
         if self.mapping in ("lambda", "inv_eta") and recipe.interpolant.eps <= 0:
             out.append((("objective", "mapping"),
                         f"'{self.mapping}' needs interpolant.eps > 0 (lambda and 1/eta are infinite at t = 0; "

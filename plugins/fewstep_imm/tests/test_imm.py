@@ -170,7 +170,7 @@ train: {steps: 10, batch_size: 64, optimizer: adam, lr: 1e-3}
 
 
 @pytest.mark.parametrize("override, expect", [
-    ("objective.group_size=3", "objective.group_size: must divide train.batch_size (got group_size 3, batch_size 64)"),
+    ("objective.group_size=3", "objective.group_size: must divide each accumulation shard of train.batch_size (got group_size 3, batch_size 64, accumulate 1)"),
     ("interpolant.T=0.006", "interpolant: value error, eps must be smaller than T (got eps=0.006, T=0.006)"),
     ("objective.kernel=lapalce", "objective.kernel: unknown kernel 'lapalce'; did you mean 'laplace'?"),
     ("objective.kernel={name: laplace, eps: -1}", "objective.kernel.eps: input should be greater than 0"),
