@@ -156,6 +156,19 @@ class CIFAR10Config(ComponentConfig):
     xflip: bool = Field(True, description="Mirror half of each batch left-right (IMM Table 5, CIFAR-10: x-flip on).")
 
 
+class LatentsConfig(ComponentConfig):
+    example_config: ClassVar[dict] = {"root": "data/latents-missing"}  # skipped by the kit unless encoded
+
+    root: str = Field(description="Folder written by `fewstep encode` (latents.safetensors + meta.json).")
+    channel_mean: Optional[list[float]] = Field(
+        None, description="Per-channel mean mu_c of the normalisation (z - mu) / sigma * sigma_d; null = the encoded "
+                          "set's own (IMM ImageNet-256, sd-vae-ft-ema: [0.86488, -0.27787, 0.21617, 0.37384]).")
+    channel_std: Optional[list[float]] = Field(
+        None, description="Per-channel std sigma_c; null = the encoded set's own (IMM: [4.85504, 5.31922, 3.93725, 3.98700]).")
+    conditional: bool = Field(False, description="Class-conditional on the stored labels (IMM ImageNet: yes).")
+    vae: Optional[str] = Field(None, description="VAE that decodes samples for metrics and grids; null = the encoder.")
+
+
 @hookimpl
 def fewstep_register_datasets(registry):
     toy = "fewstep.builtin.factories:build_toy"
@@ -165,6 +178,8 @@ def fewstep_register_datasets(registry):
     registry.add("spiral", toy, SpiralConfig, "2D swiss roll (2D toy)")
     registry.add("cifar10", "fewstep.builtin.factories:build_cifar10", CIFAR10Config,
                  "CIFAR-10, 3 x 32 x 32 (torchvision; downloaded to data.root)")
+    registry.add("latents", "fewstep.builtin.factories:build_latents", LatentsConfig,
+                 "latents pre-encoded by `fewstep encode` (a VAE's posterior), normalised per channel")
     registry.add("digits", "fewstep.builtin.factories:build_digits", DigitsConfig,
                  "sklearn's bundled 1797 8x8 handwritten digits (images, no download)")
 

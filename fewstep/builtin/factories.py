@@ -23,6 +23,13 @@ def build_cifar10(cfg, sigma_d: float = 0.5):
     return load_cifar10(cfg.root, cfg.split, cfg.download, sigma_d, cfg.conditional, cfg.xflip)
 
 
+def build_latents(cfg, sigma_d: float = 0.5):
+    """Encoded latents (``fewstep encode``), normalised per channel to sigma_d."""
+    from fewstep.data.latents import LatentDataset
+
+    return LatentDataset(cfg.root, sigma_d, cfg.channel_mean, cfg.channel_std, cfg.conditional, cfg.vae)
+
+
 def build_toy(cfg, sigma_d: float = 0.5) -> ToyDataset:
     """A 2D toy set named by the registry entry, normalised to overall std sigma_d."""
     return ToyDataset(cfg.name, sigma_d, **_params(cfg))

@@ -24,12 +24,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fewstep.cli import bench, check, eval as eval_cmd, new_plugin, plugins, sample, schema, train
+    from fewstep.cli import bench, check, encode, eval as eval_cmd, new_plugin, plugins, sample, schema, train
 
     app.command("train")(train.train)
     app.command("sample")(sample.sample)
     app.command("eval")(eval_cmd.evaluate)
     app.command("bench")(bench.bench)
+    app.command("encode")(encode.encode)
     app.command("check")(check.check)
     app.command("schema")(schema.schema)
     app.command("plugins")(plugins.plugins)

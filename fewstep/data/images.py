@@ -57,6 +57,11 @@ class ImageDataset:
         """Data space -> uint8 images [n, C, H, W], what FID-style metrics and PNG grids take."""
         return (self.to_pixels(x) * 255).round().to(torch.uint8)
 
+    def originals(self, start: int, stop: int) -> torch.Tensor:
+        """The stored images ``start:stop`` as uint8 (what ``fewstep encode`` feeds a VAE)."""
+        px = self.pixels[start:stop]
+        return px if px.dtype == torch.uint8 else (px * 255).round().to(torch.uint8)
+
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         """``n`` images drawn uniformly with replacement (and flipped when ``xflip``)."""
         idx = torch.randint(0, len(self), (n,), generator=generator)
