@@ -71,12 +71,44 @@ class UNetConfig(ComponentConfig):
         return self
 
 
+class DiTConfig(ComponentConfig):
+    """DiT (Peebles & Xie 2023) with adaLN-Zero; c = emb(t) + emb(s) + emb(label) (IMM App. I.1).
+    Defaults: DiT-B/2, the backbone of IMM's ImageNet ablations (130M parameters on 32x32x4 latents)."""
+
+    example_shape: ClassVar[tuple[int, ...]] = (4, 8, 8)  # what the conformance kit feeds it
+
+    size: Optional[Literal["S", "B", "L", "XL"]] = Field(
+        "B", description="DiT size, (hidden, depth, heads) from DiT Table 1: S (384, 12, 6), B (768, 12, 12), "
+                         "L (1024, 24, 16), XL (1152, 28, 16); null: give hidden, depth and heads.")
+    hidden: Optional[int] = Field(None, ge=4, description="Token width, overriding size's (DiT Table 1; "
+                                                          "divisible by 4 for the 2D sin-cos position embedding).")
+    depth: Optional[int] = Field(None, ge=1, description="Number of DiT blocks, overriding size's (DiT Table 1).")
+    heads: Optional[int] = Field(None, ge=1, description="Attention heads, overriding size's (DiT Table 1); must divide hidden.")
+    patch: int = Field(2, ge=1, description="Patch side p; must divide the image side (DiT: 2, 4 or 8; IMM uses 2).")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP width / hidden in each block (DiT: 4).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on attention weights and the MLP hidden layer "
+                                                        "(DiT: none; IMM's ImageNet runs: 0).")
+
+    @model_validator(mode="after")
+    def _dims(self):
+        if self.size is None and None in (self.hidden, self.depth, self.heads):
+            raise ValueError("size is null: give hidden, depth and heads")
+        sizes = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
+        hidden, _, heads = (v if v is not None else b for v, b in
+                            zip((self.hidden, self.depth, self.heads), sizes.get(self.size, (None,) * 3)))
+        if hidden % heads or hidden % 4:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads}) and by 4")
+        return self
+
+
 @hookimpl
 def fewstep_register_networks(registry):
     registry.add("mlp", "fewstep.networks.mlp:build_mlp", MLPConfig,
                  "MLP with sinusoidal t/s embeddings, for 2D and other flat data")
     registry.add("unet", "fewstep.networks.unet:build_unet", UNetConfig,
                  "diffusers UNet2DModel for images; s through a second timestep embedding (IMM App. I.1)")
+    registry.add("dit", "fewstep.networks.dit:build_dit", DiTConfig,
+                 "DiT (Peebles & Xie 2023) with adaLN-Zero; t, s and label embeddings summed (IMM App. I.1)")
 
 
 # --- kernels -----------------------------------------------------------------------------------

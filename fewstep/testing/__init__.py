@@ -20,10 +20,10 @@ from fewstep.testing.conformance import (
     check_component, check_config, check_dataset, check_interpolant, check_kernel, check_metric,
     check_network, check_objective, check_sampler, conformance_cases, tiny_recipe,
 )
-from fewstep.testing.doubles import ProbeNet, RecordingFlowMap, rng_draws
+from fewstep.testing.doubles import ProbeNet, RecordingFlowMap, backbone_inputs, rng_draws
 
 __all__ = [
-    "ProbeNet", "RecordingFlowMap", "rng_draws",
+    "ProbeNet", "RecordingFlowMap", "backbone_inputs", "rng_draws",
     "check_component", "check_config", "check_dataset", "check_interpolant", "check_kernel",
     "check_metric", "check_network", "check_objective", "check_sampler", "conformance_cases",
     "tiny_recipe",

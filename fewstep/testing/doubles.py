@@ -15,7 +15,7 @@ import torch
 from fewstep.flowmap import FlowMap
 from fewstep.interpolants import bcast
 
-__all__ = ["ProbeNet", "RecordingFlowMap", "rng_draws"]
+__all__ = ["ProbeNet", "RecordingFlowMap", "backbone_inputs", "rng_draws"]
 
 
 class ProbeNet(torch.nn.Module):
@@ -68,3 +68,11 @@ def rng_draws(objective, interpolant, batch, parameterisation: str = "euler_fm")
     net = ProbeNet(batch.x.shape[-1])
     objective.loss(FlowMap(net, interpolant, parameterisation, "s"), batch, 0)
     return [c["draw"] for c in net.calls]
+
+
+def backbone_inputs(n: int = 4, shape: tuple[int, ...] = (2,), seed: int = 1):
+    """(x, t, s) for a backbone test: seeded data [n, *shape], network times in [0, 1000) (time_scale
+    1000, as the flow map passes them) and s <= t."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=g) * 1000
+    return torch.randn(n, *shape, generator=g), t, t * torch.rand(n, generator=g)

@@ -43,3 +43,18 @@ def test_the_cifar_recipes_compare_at_equal_network_and_budget(regs):
     for section in ("data", "network", "interpolant", "flowmap", "train", "eval"):
         dumps = {n: getattr(r, section).model_dump() for n, r in rs.items()}
         assert dumps["imm"] == dumps["ct"] == dumps["fm"], section
+
+
+@pytest.mark.parametrize("size", ["s", "b", "l", "xl"])
+def test_imagenet_dit_recipes_have_table_5s_imagenet_column(size, regs):
+    r = load_recipe(RECIPES / f"imm_imagenet256_dit_{size}.yaml", registries=regs)
+    o, t = r.objective, r.train
+    assert (r.data.name, r.data.conditional, r.network.name, r.network.size, r.network.patch) == \
+        ("latents", True, "dit", size.upper(), 2)
+    assert (r.interpolant.eps, r.interpolant.T, r.flowmap.parameterisation, r.flowmap.second_time) == \
+        (0.0, 0.994, "euler_fm", "s")
+    assert (o.group_size, o.k, o.a, o.b, o.label_dropout) == (4, 12, 1, 4, 0.1)
+    assert (t.steps, t.batch_size, t.optimizer, t.lr, t.ema_decay, t.precision) == \
+        (1_200_000, 4096, "adamw", 1e-4, 0.9999, "tf32")
+    assert (r.sampler.name, r.sampler.schedule, r.sampler.guidance) == ("pushforward", "uniform", 1.5)
+    assert r.data.channel_mean[0] == 0.86488 and r.data.channel_std[0] == 4.85503674

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fewstep.networks import NetworkSpec
+from fewstep.testing import backbone_inputs
 from fewstep.networks.unet import UNet
 
 TINY = dict(channels=(8, 16), attention=(False, True), layers_per_block=1, dropout=0.0, norm_groups=4, head_dim=4)
@@ -16,9 +17,7 @@ def _net(num_classes=None, second_time=True, shape=(1, 8, 8)):
 
 
 def _inputs(n=4, shape=(1, 8, 8)):
-    g = torch.Generator().manual_seed(1)
-    t = torch.rand(n, generator=g) * 1000
-    return torch.randn(n, *shape, generator=g), t, t * torch.rand(n, generator=g)
+    return backbone_inputs(n, shape)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16)])
@@ -75,24 +74,3 @@ def test_recipe_errors_for_the_unet_config(regs):
     with pytest.raises(Exception, match="must divide every channel count"):
         model.model_validate({"name": "unet", "channels": [12, 16], "attention": [False, False], "norm_groups": 8})
 
-
-def test_imm_trains_a_few_steps_on_digits_with_the_unet(write, tmp_path, regs):
-    import json
-
-    from fewstep.train import train_recipe
-
-    recipe = write("unet.yaml", f"""\
-data: {{name: digits, conditional: true}}
-network: {{name: unet, channels: [8, 16], attention: [false, true], layers_per_block: 1, dropout: 0.1,
-          norm_groups: 4, head_dim: 4}}
-flowmap: {{parameterisation: simple_edm}}
-objective: {{name: imm, group_size: 4, k: 10, label_dropout: 0.1}}
-sampler: {{name: pushforward, guidance: 1.5}}
-train: {{steps: 4, batch_size: 16, optimizer: radam, lr: 1e-4, log_every: 2, checkpoint_every: 4}}
-eval: {{steps: [1, 2], reference_steps: null, n_samples: 64, metrics: [energy]}}
-output: {{dir: {tmp_path / 'runs'}}}
-""")
-    run = train_recipe(recipe, registries=regs, progress=False).run_dir
-    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logs] == [2, 4] and all(0 < r["loss"] < float("inf") for r in logs)
-    assert (run / "samples" / "step_0000004.png").exists()
