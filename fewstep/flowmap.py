@@ -259,6 +259,20 @@ def online_and_target(fm: FlowMap, target: FlowMap, online: tuple, target_args: 
     return y, y_tilde.to(y.dtype)
 
 
+def unwrap(net: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile's and DistributedDataParallel's wrappers."""
+    while True:
+        inner = getattr(net, "_orig_mod", None) or getattr(net, "module", None)
+        if not isinstance(inner, nn.Module):
+            return net
+        net = inner
+
+
+def unwrap_ddp(net: nn.Module) -> nn.Module:
+    """The DistributedDataParallel wrapper inside a torch.compile one (for ``no_sync``)."""
+    return getattr(net, "_orig_mod", net)
+
+
 class EMATarget:
     """A stop-gradient target network theta- that follows the online weights as an EMA:
     theta- <- d theta- + (1 - d) theta at every call after the first (which copies theta).
@@ -275,8 +289,8 @@ class EMATarget:
 
     def flowmap(self, fm: FlowMap) -> FlowMap:
         """Update theta- towards fm's weights and return the flow map around theta-."""
-        if self.net is None:  # (the module inside DistributedDataParallel, not the wrapper)
-            self.net = copy.deepcopy(getattr(fm.net, "module", fm.net)).requires_grad_(False)
+        if self.net is None:  # (the plain module, not a DDP or torch.compile wrapper)
+            self.net = copy.deepcopy(unwrap(fm.net)).requires_grad_(False)
             if self._pending is not None:  # a resumed run continues the checkpointed EMA
                 self.net.load_state_dict(self._pending)
                 self._pending = None

@@ -57,6 +57,8 @@ class TrainConfig(Section):
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay of the evaluation weights (IMM Table 5).")
     accumulate: int = Field(1, ge=1, description="Gradient accumulation: each process runs this many shards of its "
                                                   "share of batch_size per optimiser step.")
+    compile: bool = Field(False, description="torch.compile the network for training (the first steps wait for the "
+                                             "compiler; a GPU and long runs gain most).")
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
         "tf32", description="tf32: TensorFloat-32 matmuls on CUDA (IMM Table 5; fp32 on a CPU); bf16/fp16: autocast "
                             "forwards, fp16 with loss scaling (IMM App. I.6: fp16 for the DiT-XL headline).")

@@ -23,6 +23,7 @@ from fewstep.errors import ConfigError, TrainingDiverged
 from fewstep.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from fewstep.train.components import Components
 from fewstep.train.dist import Dist, weights_checksum
+from fewstep.flowmap import unwrap_ddp
 from fewstep.train.ema import EMA
 from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
@@ -90,6 +91,9 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[comps.device.index] if comps.device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)  # checkpoints, EMA and targets keep using the plain module
+    if model is not net:
         fm = fm.with_net(model)
     start = 0
     ckpt = latest_checkpoint(run_dir)
@@ -140,7 +144,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                 batch = comps.dataset.sample(shard_size, gen)
                 batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
                 last = m == cfg.accumulate - 1
-                with (model.no_sync() if dist.world > 1 and not last else nullcontext()):
+                with (unwrap_ddp(model).no_sync() if dist.world > 1 and not last else nullcontext()):
                     with prec.autocast():
                         loss, logs = obj.loss(fm, batch, step)
                     if not torch.isfinite(loss):

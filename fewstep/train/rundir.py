@@ -16,7 +16,7 @@ from fewstep.train.checkpoint import latest_checkpoint, load_config
 # Fields that may change between a run and its resumption (they do not change what is trained).
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("train", "device"),
-                     ("train", "threads"), ("train", "precision"), ("output",), ("eval",), ("sampler",)}
+                     ("train", "threads"), ("train", "precision"), ("train", "compile"), ("output",), ("eval",), ("sampler",)}
 
 
 def group_dir(recipe, recipe_path: str | Path | None) -> Path:
