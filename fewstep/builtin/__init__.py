@@ -188,6 +188,16 @@ class CIFAR10Config(ComponentConfig):
     xflip: bool = Field(True, description="Mirror half of each batch left-right (IMM Table 5, CIFAR-10: x-flip on).")
 
 
+class ImageFolderConfig(ComponentConfig):
+    example_config: ClassVar[dict] = {"root": "data/images-missing"}  # skipped by the kit unless present
+
+    root: str = Field(description="Folder of images (png, jpg, bmp, webp), searched recursively; class subfolders give labels.")
+    size: int = Field(64, ge=4, description="Side in pixels: short side resized to size, then centre-cropped (ADM/EDM).")
+    channels: Literal[1, 3] = Field(3, description="3 = RGB, 1 = greyscale.")
+    conditional: bool = Field(False, description="Class-conditional on the subfolder names (sorted).")
+    xflip: bool = Field(False, description="Mirror half of each batch left-right.")
+
+
 class LatentsConfig(ComponentConfig):
     example_config: ClassVar[dict] = {"root": "data/latents-missing"}  # skipped by the kit unless encoded
 
@@ -210,6 +220,8 @@ def fewstep_register_datasets(registry):
     registry.add("spiral", toy, SpiralConfig, "2D swiss roll (2D toy)")
     registry.add("cifar10", "fewstep.builtin.factories:build_cifar10", CIFAR10Config,
                  "CIFAR-10, 3 x 32 x 32 (torchvision; downloaded to data.root)")
+    registry.add("image_folder", "fewstep.builtin.factories:build_image_folder", ImageFolderConfig,
+                 "any folder of images (class subfolders = labels), resized and centre-cropped, held in memory")
     registry.add("latents", "fewstep.builtin.factories:build_latents", LatentsConfig,
                  "latents pre-encoded by `fewstep encode` (a VAE's posterior), normalised per channel")
     registry.add("digits", "fewstep.builtin.factories:build_digits", DigitsConfig,

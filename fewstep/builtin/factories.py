@@ -23,6 +23,13 @@ def build_cifar10(cfg, sigma_d: float = 0.5):
     return load_cifar10(cfg.root, cfg.split, cfg.download, sigma_d, cfg.conditional, cfg.xflip)
 
 
+def build_image_folder(cfg, sigma_d: float = 0.5):
+    """A folder of images as an image dataset with overall std sigma_d."""
+    from fewstep.data.images import load_image_folder
+
+    return load_image_folder(cfg.root, cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.channels)
+
+
 def build_latents(cfg, sigma_d: float = 0.5):
     """Encoded latents (``fewstep encode``), normalised per channel to sigma_d."""
     from fewstep.data.latents import LatentDataset

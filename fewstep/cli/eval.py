@@ -13,7 +13,7 @@ from fewstep.cli.common import DeviceOpt, RunArg, clean_errors, parse_steps
 def evaluate(
     run: RunArg,
     steps: Annotated[Optional[str], typer.Option("--steps", metavar="1,2,4,8", help="Step counts; default: the recipe's eval.steps.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", metavar="N", min=2, help="Samples per step count; default: eval.n_samples.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--samples", metavar="N", min=2, help="Samples per step count; default: eval.n_samples (under torchrun write --samples: torchrun takes --n for its own --nnodes).")] = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Another registered sampler (pushforward, restart, euler, heun, ...).")] = None,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout instead of a table.")] = False,
@@ -21,12 +21,15 @@ def evaluate(
     """Evaluate a run's EMA weights; writes eval.json in the run and prints a table.
 
     Example: fewstep eval runs/fm_toy --steps 1,2,4,8
+    Several processes share the sampling: torchrun --standalone --nproc_per_node=8 -m fewstep eval RUN
     """
     from fewstep.eval.evaluate import evaluate_run
     from fewstep.plugins import get_registries
 
     out = evaluate_run(run, get_registries(), steps=parse_steps(steps) if steps else None, n=n,
                        sampler=sampler, device=device)
+    if out is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     if as_json:
         print(json.dumps(out, indent=1))
         return

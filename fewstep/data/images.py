@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from fewstep.data.base import Batch
 
-__all__ = ["ImageDataset", "digits_pixels", "load_cifar10", "load_digits_dataset"]
+__all__ = ["ImageDataset", "digits_pixels", "load_cifar10", "load_digits_dataset", "load_image_folder"]
 
 
 class ImageDataset:
@@ -113,6 +113,45 @@ def load_cifar10(root: str = "data", split: str = "train", download: bool = True
     pixels = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, 32, 32]
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
     return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name="cifar10")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def load_image_folder(root: str, size: int, sigma_d: float = 0.5, conditional: bool = False, xflip: bool = False,
+                      channels: int = 3) -> ImageDataset:
+    """Every image under ``root`` (class subfolders give labels, sorted by name), resized so its short
+    side is ``size`` and centre-cropped to size x size (as ADM / EDM prepare ImageNet), held as uint8."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from fewstep.errors import ConfigError
+
+    base = Path(root)
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if base.is_dir() else []
+    if not files:
+        raise ConfigError(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) under {base.resolve()}")
+    classes = sorted({p.parent.relative_to(base).as_posix() for p in files})
+    if conditional and classes == ["."]:
+        raise ConfigError(f"data.conditional: {base} has no class subfolders to take labels from")
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
+    for i, path in enumerate(files):
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB" if channels == 3 else "L")
+                w, h = im.size
+                scale = size / min(w, h)
+                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+                arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
+        except OSError as exc:
+            raise ConfigError(f"data.root: {path} is not a readable image ({exc})") from None
+        out[i] = arr.permute(2, 0, 1)
+    labels = torch.tensor([index[p.parent.relative_to(base).as_posix()] for p in files], dtype=torch.long)
+    return ImageDataset(out, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name=f"folder:{base.name}")
 
 
 def digits_pixels(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

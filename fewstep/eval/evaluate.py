@@ -66,6 +66,17 @@ def sample(comps: Components, fm, sampler, n_steps: int, n: int, seed: int, batc
     return x.cpu(), nfe, time.perf_counter() - t0
 
 
+def sample_sharded(comps: Components, fm, sampler, n_steps: int, n: int, seed: int, batch_size: int, dist=None):
+    """``sample`` split over torchrun's processes: rank r draws ceil(n / world) samples from seed
+    seed + 104729 r, and every rank gets all of them (the same distribution as one process, other draws)."""
+    if dist is None or dist.world == 1:
+        return sample(comps, fm, sampler, n_steps, n, seed, batch_size)
+    t0 = time.perf_counter()
+    x, nfe, _ = sample(comps, fm, sampler, n_steps, -(-n // dist.world), seed + 104729 * dist.rank, batch_size)
+    x = dist.gather_rows(x, comps.device)[:n]
+    return x, nfe, time.perf_counter() - t0
+
+
 def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, generator) -> dict[str, float]:
     """One metric on one sample set: image metrics (``metric.kind == "images"``) see uint8 images,
     point metrics flat vectors. A metric returns a float (its column is the metric's registry name)
@@ -81,25 +92,29 @@ def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, gen
 
 
 def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *, n: int, seed: int,
-             sampler=None, batch_size: int = 4096) -> EvalResult:
-    """Every metric at every step count, plus the floor of each metric (data vs fresh data)."""
+             sampler=None, batch_size: int = 4096, dist=None) -> EvalResult:
+    """Every metric at every step count, plus the floor of each metric (data vs fresh data).
+
+    Under torchrun (``dist``), the processes share the sampling and rank 0 computes the metrics; the
+    other ranks return rows without them."""
+    main = dist is None or dist.main
     sampler = sampler or comps.sampler
     data = comps.dataset
     ref = data.sample(n, torch.Generator().manual_seed(seed + 1)).x
     other = data.sample(n, torch.Generator().manual_seed(seed + 2)).x
     mgen = lambda: torch.Generator().manual_seed(seed + 3)  # noqa: E731 - same projections for every row
     floor: dict[str, float] = {}
-    for name, m in metrics.items():
+    for name, m in metrics.items() if main else ():
         floor.update(_measure(name, m, other, ref, data, mgen()))
     rows = []
     for k in steps:
-        x, nfe, secs = sample(comps, fm, sampler, k, n, seed, batch_size)
+        x, nfe, secs = sample_sharded(comps, fm, sampler, k, n, seed, batch_size, dist)
         row = {"steps": k, "nfe": nfe, "seconds": round(secs, 4), "samples_per_s": round(n / secs, 1)}
-        for name, m in metrics.items():
+        for name, m in metrics.items() if main else ():
             row.update(_measure(name, m, x, ref, data, mgen()))
         rows.append(row)
     meta = {"n_samples": n, "seed": seed, "sampler": getattr(sampler, "name", "?"),
-            "schedule": getattr(sampler, "schedule_kind", "?")}
+            "schedule": getattr(sampler, "schedule_kind", "?"), "processes": dist.world if dist else 1}
     return EvalResult(rows, floor, meta)
 
 
@@ -141,7 +156,24 @@ def sampler_named(comps: Components, regs, name: str | None):
 
 def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: int | None = None,
                  sampler: str | None = None, device: str | None = None, write: bool = True) -> dict[str, Any]:
-    """What ``fewstep eval`` does: evaluate a run's EMA weights and write ``eval.json`` into it."""
+    """What ``fewstep eval`` does: evaluate a run's EMA weights and write ``eval.json`` into it.
+
+    Under torchrun the processes share the sampling; rank 0 returns the results, the others None."""
+    from fewstep.train.dist import from_env
+
+    dist = from_env()
+    try:
+        if dist.world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
+            device = f"cuda:{dist.local_rank}"
+        out = _evaluate_run(path, regs, steps, n, sampler, device, dist)
+        if write and dist.main:
+            write_json(Path(out["run"]) / "eval.json", out)
+        return out if dist.main else None
+    finally:
+        dist.shutdown()
+
+
+def _evaluate_run(path, regs, steps, n, sampler, device, dist) -> dict[str, Any]:
     run, comps, fm, step = load_run(path, regs, device)
     ev = comps.recipe.eval
     steps = list(steps or ev.steps)
@@ -150,9 +182,6 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
     smp = sampler_named(comps, regs, sampler)
     metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
     res = evaluate(comps, fm, metrics, steps, n=n or ev.n_samples, seed=ev.seed, sampler=smp,
-                   batch_size=ev.batch_size)
-    out = {"run": str(run), "checkpoint_step": step, "weights": "ema" if ev.use_ema else "raw",
-           "reference_steps": ev.reference_steps, **res.as_dict()}
-    if write:
-        write_json(run / "eval.json", out)
-    return out
+                   batch_size=ev.batch_size, dist=dist)
+    return {"run": str(run), "checkpoint_step": step, "weights": "ema" if ev.use_ema else "raw",
+            "reference_steps": ev.reference_steps, **res.as_dict()}

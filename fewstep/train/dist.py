@@ -56,6 +56,15 @@ class Dist:
         torch.distributed.all_gather(out, mine)
         return [float(t) for t in out]
 
+    def gather_rows(self, x: torch.Tensor, device) -> torch.Tensor:
+        """Every rank's tensor (equal shapes), concatenated in rank order along dim 0, on the CPU."""
+        if self.world == 1:
+            return x
+        mine = x.to(device).contiguous()
+        out = [torch.empty_like(mine) for _ in range(self.world)]
+        torch.distributed.all_gather(out, mine)
+        return torch.cat(out).cpu()
+
     def shutdown(self) -> None:
         if self.initialised_here and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

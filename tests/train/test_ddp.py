@@ -46,3 +46,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(write, 
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wb)
     assert (two / "samples" / "step_0000006.png").exists()  # rank 0 drew the grid
     assert out.stdout.strip() == str(two)  # rank 0 alone prints the run directory
+
+    # sharded evaluation: both processes sample, rank 0 measures and reports
+    ev = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                         "-m", "fewstep", "eval", str(two), "--samples", "101", "--steps", "1,2", "--json"],
+                        env=env, capture_output=True, text=True, timeout=180)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads(ev.stdout)  # one JSON document: rank 1 printed nothing
+    assert report["processes"] == 2 and report["n_samples"] == 101
+    assert [r["nfe"] for r in report["rows"]] == [1, 2] and all(r["energy"] > 0 for r in report["rows"])
+    assert json.loads((two / "eval.json").read_text())["rows"] == report["rows"]
