@@ -165,6 +165,13 @@ class FlowMap(nn.Module):
             raise ValueError("this flow map is unconditional (num_classes is None): no null class")
         return torch.full_like(cond, self.num_classes)
 
+    def drop_labels(self, cond: Tensor | None, p: float) -> Tensor | None:
+        """Label dropout for classifier-free guidance (Ho & Salimans 2022): each label becomes the null
+        class with probability p (drawn from the global RNG, which the loop seeds per step)."""
+        if cond is None or p <= 0:
+            return cond
+        return torch.where(torch.rand(cond.shape, device=cond.device) < p, self.null_labels(cond), cond)
+
     def G(self, x_t: Tensor, s: Tensor | float, t: Tensor | float, cond: Tensor | None = None,
           guidance: float = 1.0) -> Tensor:
         """The raw backbone output for (x_t, s, t).

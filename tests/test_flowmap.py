@@ -428,3 +428,17 @@ def test_ema_target_copies_then_follows_the_weights_and_resumes():
     resumed.load_state_dict(ema.state_dict())  # before the network exists: applied on first use
     resumed.flowmap(fm), ema.flowmap(fm)
     assert all(torch.equal(a, b) for a, b in zip(resumed.net.parameters(), ema.net.parameters()))
+
+
+def test_drop_labels_replaces_a_fraction_p_with_the_null_class():
+    from fewstep.interpolants import OTFM
+    from fewstep.networks.mlp import MLP
+
+    fm = FlowMap(MLP((2,), width=8, depth=1, emb_dim=4, num_classes=10), OTFM(0.5), "euler_fm", "s", num_classes=10)
+    cond = torch.arange(10).repeat(2000)
+    torch.manual_seed(0)
+    dropped = fm.drop_labels(cond, 0.1)
+    null = dropped == 10
+    assert 0.09 < null.float().mean().item() < 0.11
+    assert torch.equal(dropped[~null], cond[~null])
+    assert fm.drop_labels(cond, 0.0) is cond and fm.drop_labels(None, 0.5) is None

@@ -76,6 +76,8 @@ class CTConfig(ComponentConfig):
     shared_dropout: bool = Field(
         True, description="Replay the RNG before the target pass so both passes share one dropout mask "
                           "(openai/consistency_models, ECT; research/peers.md §11.2).")
+    label_dropout: float = Field(0.0, ge=0, lt=1, description="Probability that a label becomes the null class (the "
+                                                              "same in both passes), for classifier-free guidance.")
 
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
         """Cross-field checks: curriculum bounds, sigma range, huber_c without pseudo-Huber.

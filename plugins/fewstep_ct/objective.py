@@ -202,7 +202,8 @@ class ConsistencyTraining:
         noise = ip.prior(tuple(x.shape), device=x.device, dtype=x.dtype)
         x_t = ip.interpolate(x, noise, pairs.t.to(x.dtype))
         x_r = ip.interpolate(x, noise, pairs.r.to(x.dtype))  # the same eps: x_r = DDIM(x_t, x, r, t)
-        loss, _ = self.pair_loss(fm, x_t, x_r, pairs.r, pairs.t, pairs.weight, batch.cond, pairs.at_data_end)
+        cond = fm.drop_labels(batch.cond, self.cfg.label_dropout)
+        loss, _ = self.pair_loss(fm, x_t, x_r, pairs.r, pairs.t, pairs.weight, cond, pairs.at_data_end)
         logs = {k: v.to(x.device) for k, v in pairs.logs.items()}
         logs["at_data_end"] = pairs.at_data_end.double().mean()
         return loss, logs

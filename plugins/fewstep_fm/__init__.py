@@ -24,6 +24,8 @@ class FMConfig(ComponentConfig):
     minibatch_ot: bool = Field(
         False, description="Re-pair data and noise in each batch by exact OT on squared distance (OT-CFM; Tong et al. 2023).")
     sigma: float = Field(0.0, ge=0, description="Std of extra Gaussian noise on x_t (I-CFM sigma; 0 = rectified flow).")
+    label_dropout: float = Field(0.0, ge=0, lt=1, description="Probability that a label becomes the null class, for "
+                                                              "classifier-free guidance (Ho & Salimans 2022; 0.1 is usual).")
 
 
 @hookimpl

@@ -49,5 +49,6 @@ class FlowMatching:
         if self.cfg.sigma > 0:
             x_t = x_t + self.cfg.sigma * torch.randn_like(x_t)
         target = self.ip.velocity(x, noise, t)
-        loss = (flowmap.velocity(x_t, t, batch.cond) - target).pow(2).mean()
+        cond = flowmap.drop_labels(batch.cond, self.cfg.label_dropout)
+        loss = (flowmap.velocity(x_t, t, cond) - target).pow(2).mean()
         return loss, {}

@@ -68,11 +68,8 @@ class IMM:
         x_t = ip.interpolate(x, noise, t.repeat_interleave(M).to(x.dtype))
         x_r = ip.interpolate(x, noise, r.repeat_interleave(M).to(x.dtype))  # = DDIM(x_t, x, r, t): the same eps
 
-        cond_online = cond_target = cond
-        if cond is not None and cfg.label_dropout > 0:
-            drop = torch.rand(cond.shape, device=cond.device) < cfg.label_dropout
-            cond_online = torch.where(drop, fm.null_labels(cond), cond)
-            cond_target = cond_online if cfg.target_labels == "same" else cond
+        cond_online = fm.drop_labels(cond, cfg.label_dropout)
+        cond_target = cond_online if cfg.target_labels == "same" else cond
 
         loss, mmd = self.matching_loss(fm, x_t, x_r, s, r, t, cond_online, cond_target)
         return loss, {"mmd2": mmd.detach().mean(), "r_is_s": (r == s).double().mean()}

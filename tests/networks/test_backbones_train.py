@@ -34,3 +34,20 @@ output: {{dir: {tmp_path / 'runs'}}}
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logs] == [2, 4] and all(0 < r["loss"] < float("inf") for r in logs)
     assert (run / "samples" / "step_0000004.png").exists()
+
+
+@pytest.mark.parametrize("objective", ["{name: fm, label_dropout: 0.1}", "{name: ct, label_dropout: 0.1}"])
+def test_fm_and_ct_train_class_conditionally_with_label_dropout(objective, write, tmp_path, regs):
+    recipe = write("obj.yaml", f"""\
+data: {{name: digits, conditional: true}}
+network: {{name: mlp, width: 32, depth: 2, emb_dim: 8}}
+flowmap: {{parameterisation: euler_fm}}
+objective: {objective}
+sampler: {{name: euler, guidance: 2.0}}
+train: {{steps: 4, batch_size: 16, optimizer: adam, lr: 1e-3, log_every: 2, checkpoint_every: 4}}
+eval: {{steps: [1], reference_steps: null, n_samples: 32, metrics: [energy]}}
+output: {{dir: {tmp_path / 'runs'}}}
+""")
+    run = train_recipe(recipe, registries=regs, progress=False).run_dir
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["loss"] < float("inf") for r in logs)
