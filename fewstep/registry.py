@@ -155,7 +155,9 @@ class Registry:
     # names that a plugin which failed to load would have provided are unknown, but we can say why
     failed_plugins: dict[str, str] = field(default_factory=dict)
 
-    def _add(self, entry: Entry) -> None:
+    def _validate(self, entry: Entry) -> None:
+        """An entry's own problems (bad name, config not a pydantic model, a 'name' field): raised in
+        the plugin's hook, they fail that plugin only."""
         if not entry.name or not entry.name.replace("_", "").replace("-", "").isalnum():
             raise PluginError(
                 f"plugin '{entry.plugin}' registered {SINGULAR[self.kind]} name {entry.name!r}: "
@@ -171,6 +173,9 @@ class Registry:
                 f"plugin '{entry.plugin}': the config of {SINGULAR[self.kind]} '{entry.name}' "
                 "must not declare a field called 'name' (the registry adds it)"
             )
+
+    def _add(self, entry: Entry) -> None:
+        self._validate(entry)
         old = self.entries.get(entry.name)
         if old is not None:
             raise PluginError(
@@ -244,9 +249,9 @@ class Registrar:
         ``config`` is a pydantic model (subclass :class:`ComponentConfig`) without a ``name`` field;
         ``description`` is one line shown by ``fewstep plugins``.
         """
-        self.pending.append(
-            Entry(self._registry.kind, name, factory, config, description.strip(), self._plugin)
-        )
+        entry = Entry(self._registry.kind, name, factory, config, str(description).strip(), self._plugin)
+        self._registry._validate(entry)  # raised inside the hook: this plugin fails, the others load
+        self.pending.append(entry)
 
     def commit(self) -> list[Entry]:
         for entry in self.pending:

@@ -175,3 +175,40 @@ def test_loading_plugins_and_checking_recipes_do_not_import_torch(tmp_path):
     code = ("import sys; from fewstep.config import load_recipe; load_recipe(sys.argv[1]); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code, str(recipe)], check=True)
+
+
+def test_a_malformed_registration_fails_its_plugin_only():
+    class NotPydantic:
+        pass
+
+    class Named(fewstep.ComponentConfig):
+        name: str = "x"
+
+    class BadConfig:
+        __name__ = "bad-config"
+
+        @fewstep.hookimpl
+        def fewstep_register_kernels(self, registry):
+            registry.add("k1", "x:y", NotPydantic, "config is not a model")
+
+    class NameField:
+        __name__ = "name-field"
+
+        @fewstep.hookimpl
+        def fewstep_register_samplers(self, registry):
+            registry.add("s1", "x:y", Named, "declares name")
+
+    class BadName:
+        __name__ = "bad-name"
+
+        @fewstep.hookimpl
+        def fewstep_register_metrics(self, registry):
+            registry.add("has space", "x:y", fewstep.ComponentConfig, "bad name")
+
+    regs = load_registries(entry_points=False, plugins=[BadConfig(), NameField(), BadName()], env={}, warn=False)
+    info = {p.name: p for p in regs.plugins}
+    assert "config is not a pydantic model" in info["bad-config"].error
+    assert "must not declare a field called 'name'" in info["name-field"].error
+    assert "names use letters, digits" in info["bad-name"].error
+    assert all(info[n].status == "failed" for n in ("bad-config", "name-field", "bad-name"))
+    assert info["core"].status == "ok" and "laplace" in regs.kernels and "euler" in regs.samplers

@@ -151,6 +151,8 @@ def set_value(source: Source, key: str, value: Any, label: str) -> Source:
         nxt = target.get(part) if isinstance(target, dict) else None
         if nxt is None:
             nxt = target[part] = {}
+        elif isinstance(nxt, str):  # `kernel: laplace` is short for {name: laplace}: set a field inside it
+            nxt = target[part] = {"name": nxt}
         if not isinstance(nxt, dict):
             raise RecipeError([f"{label}: {'.'.join(path[: i + 1])} is not a section"])
         target = nxt

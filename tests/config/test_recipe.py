@@ -110,3 +110,12 @@ def test_schema_covers_installed_components(regs):
     text = str(schema)
     assert "Objective_fm" in text and "minibatch_ot" in text and "Dataset_checkerboard" in text
     assert schema["properties"]["data"]["discriminator"]["propertyName"] == "name"
+
+
+def test_set_reaches_into_a_component_given_by_its_bare_name(regs, write):
+    from fewstep.config import load_recipe
+
+    path = write("r.yaml", "data: moons\nnetwork: mlp\nobjective: {name: imm, kernel: laplace, group_size: 4}\n"
+                           "train: {batch_size: 64}\n")
+    r = load_recipe(path, ["objective.kernel.eps=1e-6", "data.noise=0.2"], regs)
+    assert (r.objective.kernel.name, r.objective.kernel.eps, r.data.name, r.data.noise) == ("laplace", 1e-6, "moons", 0.2)

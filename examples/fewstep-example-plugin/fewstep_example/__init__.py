@@ -22,7 +22,7 @@ from fewstep import ComponentConfig, hookimpl
 
 # The sampler options (schedule, mid_etas, rho, guidance) are the built-in samplers' own, so that
 # `sampler: {name: midpoint, schedule: edm}` reads like any other sampler section.
-from fewstep.builtin import SamplerConfig
+from fewstep import SamplerConfig
 
 __version__ = "0.1.0"
 
