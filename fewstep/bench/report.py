@@ -61,6 +61,29 @@ def _step_label(results: dict[str, Any], k: int) -> str:
     return f"{k} step{'s' if k > 1 else ''}" + (" (ref.)" if ref else "")
 
 
+def _floor(results: dict[str, Any], data: str, metric: str) -> float | None:
+    return next((r[f"{metric}_floor"] for r in results["summary"] if r["data"] == data and f"{metric}_floor" in r),
+                None)
+
+
+def _rows(results: dict[str, Any], data: str, metric: str, steps: list[int]):
+    """(label, formatted cell per step count, first measured record) for each entry measured on data."""
+    for entry, label in results["entries"].items():
+        recs = [lookup(results, data, entry, k) for k in steps]
+        if any(recs):
+            yield label, [_fmt(r, metric) for r in recs], next(r for r in recs if r)
+
+
+def _speed(rec: dict[str, Any]) -> tuple[str, str]:
+    """(training ms per step, samples/s) of an entry's first measured step count."""
+    tps = rec["train_seconds_per_step"]
+    return (f"{tps * 1e3:.1f}" if tps else "–"), f"{rec['samples_per_s']:.4g}"
+
+
+def _check_values(c: dict[str, Any]) -> str:
+    return f"{c['lhs']:.4g} vs {c['rhs']:.4g}" if "lhs" in c else str(c.get("why"))
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Per data set and metric, a table of entries x step counts; then time and throughput; then checks."""
     steps, lines = _steps(results), [f"# Bench {results['bench']} ({results['file']}, {results['created']})", ""]
@@ -68,35 +91,26 @@ def markdown(results: dict[str, Any]) -> str:
     eval_seeds = sorted({ev["eval_seed"] for r in results["runs"] for ev in r["evals"]})
     lines += [f"Mean over training seeds {train_seeds} x sampling seeds {eval_seeds}; ± is the sample std. "
               "Lower is better.", ""]
+    metrics = metric_names(results)
     for data in results["data"]:
         lines += [f"## {data}", ""]
-        for metric in metric_names(results):
+        for metric in metrics:
             lines.append(f"| {metric} | " + " | ".join(_step_label(results, k) for k in steps) + " |")
             lines.append("|---|" + "---:|" * len(steps))
-            floor = None
-            for entry, label in results["entries"].items():
-                recs = [lookup(results, data, entry, k) for k in steps]
-                if not any(recs):
-                    continue
-                floor = next((r[f"{metric}_floor"] for r in recs if r and f"{metric}_floor" in r), floor)
-                lines.append(f"| {label} | " + " | ".join(_fmt(r, metric) for r in recs) + " |")
+            lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells, _ in _rows(results, data, metric, steps)]
+            floor = _floor(results, data, metric)
             if floor is not None:
                 lines.append(f"| data vs data (floor) | {floor:.4g} |" + " |" * (len(steps) - 1))
             lines.append("")
         lines += ["| entry | train ms/step | samples/s at 1 step |", "|---|---:|---:|"]
-        for entry, label in results["entries"].items():
-            rec = lookup(results, data, entry, min(steps))
-            if rec:
-                tps = rec["train_seconds_per_step"]
-                lines.append(f"| {label} | {tps * 1e3:.1f} |" if tps else f"| {label} | – |")
-                lines[-1] += f" {rec['samples_per_s']:.4g} |"
+        lines += ["| {} | {} | {} |".format(label, *_speed(first)) for label, _, first in
+                  _rows(results, data, metrics[0], steps)]
         lines.append("")
     if results.get("checks"):
         lines += ["## Checks", ""]
         for c in results["checks"]:
             mark = {True: "x", False: " ", None: "?"}[c["ok"]]
-            vals = f" ({c['lhs']:.4g} vs {c['rhs']:.4g})" if "lhs" in c else f" ({c.get('why')})"
-            lines.append(f"- [{mark}] {c['data']}: {c['check']}{vals}")
+            lines.append(f"- [{mark}] {c['data']}: {c['check']} ({_check_values(c)})")
         lines.append("")
     return "\n".join(lines)
 
@@ -151,20 +165,12 @@ def print_tables(results: dict[str, Any], console) -> None:
             table = Table(title=f"{results['bench']}: {metric} on {data} (lower is better)")
             for col in ["entry", *[_step_label(results, k) for k in steps], "train ms/step", "samples/s @1"]:
                 table.add_column(col, justify="left" if col == "entry" else "right")
-            for entry, label in results["entries"].items():
-                recs = [lookup(results, data, entry, k) for k in steps]
-                if not any(recs):
-                    continue
-                first = next(r for r in recs if r)
-                tps = first["train_seconds_per_step"]
-                table.add_row(label, *(_fmt(r, metric) for r in recs), f"{tps * 1e3:.1f}" if tps else "–",
-                              f"{first['samples_per_s']:.4g}")
-            floor = next((r[f"{metric}_floor"] for r in results["summary"]
-                          if r["data"] == data and f"{metric}_floor" in r), None)
+            for label, cells, first in _rows(results, data, metric, steps):
+                table.add_row(label, *cells, *_speed(first))
+            floor = _floor(results, data, metric)
             if floor is not None:
                 table.add_row("data vs data", f"{floor:.4g}", *[""] * (len(steps) + 1))
             console.print(table)
     for c in results.get("checks", []):
         mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[c["ok"]]
-        vals = f"{c['lhs']:.4g} vs {c['rhs']:.4g}" if "lhs" in c else c.get("why", "")
-        console.print(f"{mark} {c['data']}: {c['check']}  ({vals})")
+        console.print(f"{mark} {c['data']}: {c['check']}  ({_check_values(c)})")

@@ -89,6 +89,7 @@ class Bench:
     spec: BenchSpec
     jobs: list[Job]
     checks: list[Check]
+    out: Path  # results go here, runs under out/runs/
 
     @property
     def data_names(self) -> list[str]:
@@ -166,7 +167,7 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
     labels = [(j.entry, j.data, j.seed) for j in jobs]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: two runs share an entry, data name and seed; give data sets distinct names")
-    return Bench(bench_path, name, spec, jobs, checks)
+    return Bench(bench_path, name, spec, jobs, checks, out_dir)
 
 
 def _entry_recipe(recipe_path: Path, bench_path: Path, spec: BenchSpec, key: str, entry: EntrySpec,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -32,7 +31,6 @@ def bench(
 
     regs = get_registries()
     spec = load_bench(bench_file, out, regs)
-    out_dir = Path(out) if out else Path("runs") / "bench" / spec.name
     if check_only:
         for job in spec.jobs:
             print(f"ok  {job.entry} on {job.data} seed {job.seed} -> {job.run_dir}")
@@ -42,7 +40,7 @@ def bench(
 
     results = run_bench(spec, regs, device=device, progress=not quiet, jobs=jobs, log=err)
     results["checks"] = run_checks(results, spec.checks)
-    paths = write_outputs(results, out_dir)
+    paths = write_outputs(results, spec.out)
     print_tables(results, Console(width=None if sys.stdout.isatty() else 160))
     err("wrote " + ", ".join(str(p) for p in paths))
     if strict and any(c["ok"] is False for c in results["checks"]):

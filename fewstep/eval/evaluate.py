@@ -163,9 +163,7 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
 
     dist = from_env()
     try:
-        if dist.world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
-            device = f"cuda:{dist.local_rank}"
-        out = _evaluate_run(path, regs, steps, n, sampler, device, dist)
+        out = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist)
         if write and dist.main:
             write_json(Path(out["run"]) / "eval.json", out)
         return out if dist.main else None

@@ -20,8 +20,6 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
     explicitly (refused if its checkpoint was trained with a different recipe). ``recipe`` passes
     an already validated recipe instead of reading ``path`` (``fewstep bench`` does).
     """
-    import torch
-
     from fewstep.config import load_recipe
     from fewstep.plugins import get_registries
     from fewstep.train.components import build_components, set_threads
@@ -44,10 +42,8 @@ def train_recipe(path: str | Path | None, overrides=(), *, recipe=None, run_dir:
     dist = from_env()  # several processes under torchrun: rank 0's choice of run directory holds
     try:
         run = Path(dist.broadcast(str(run)))
-        if dist.world > 1 and torch.cuda.is_available() and device in (None, "auto", "cuda"):
-            device = f"cuda:{dist.local_rank}"
         set_threads(recipe.train.threads)
-        comps = build_components(recipe, regs, device)
+        comps = build_components(recipe, regs, dist.device(device))
         if dist.main:
             write_recipe(run, recipe, regs)
         dist.barrier()

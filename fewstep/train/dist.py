@@ -27,6 +27,12 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def device(self, requested: str | None) -> str | None:
+        """This process's device: under torchrun with CUDA, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``."""
+        if self.world > 1 and torch.cuda.is_available() and requested in (None, "auto", "cuda"):
+            return f"cuda:{self.local_rank}"
+        return requested
+
     def barrier(self) -> None:
         if self.world > 1:
             torch.distributed.barrier()
