@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from fewstep.hookspecs import hookimpl
 from fewstep.registry import ComponentConfig
-
-__version__ = "0.1.0"
+from fewstep.version import __version__
 __all__ = ["ComponentConfig", "InterpolantConfig", "SamplerConfig", "hookimpl", "__version__"]
 
 

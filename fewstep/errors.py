@@ -5,6 +5,13 @@ Every error a user can cause (a bad recipe, flag, checkpoint or plugin) derives 
 """
 from __future__ import annotations
 
+import os
+
+
+def debug() -> bool:
+    """``FEWSTEP_DEBUG=1``: errors show their traceback instead of one clean line."""
+    return os.environ.get("FEWSTEP_DEBUG", "") not in ("", "0")
+
 
 class FewstepError(Exception):
     """Base class: its message is shown to the user as is, without a traceback."""

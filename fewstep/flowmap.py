@@ -9,14 +9,13 @@ FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time m
 """
 from __future__ import annotations
 
-import copy
-from contextlib import nullcontext
 from typing import Literal
 
 import torch
 from torch import nn
 
 from fewstep.interpolants import Interpolant, OTFM, bcast
+from fewstep.protocols import GroupedTimes
 
 Tensor = torch.Tensor
 SecondTime = Literal["none", "s", "stride"]
@@ -128,6 +127,8 @@ class FlowMap(nn.Module):
         if second_time not in ("none", "s", "stride"):
             raise ValueError(f"second_time must be none, s or stride (got {second_time!r})")
         self.net = net
+        # the backbone embeds each distinct time once (IMM's M particles share theirs): see _net_times
+        self.grouped = isinstance(net, GroupedTimes) and bool(net.grouped_times)
         self.interpolant = interpolant
         self.param = PARAMETERISATIONS[parameterisation]()
         self.second_time = second_time
@@ -150,7 +151,7 @@ class FlowMap(nn.Module):
     def _net_times(self, v: Tensor | None, n: int) -> Tensor | None:
         """Grouped times go to backbones that declare ``grouped_times`` (they embed each distinct
         time once: IMM's M particles share theirs, a sampling step shares one); others get [n]."""
-        if v is None or v.shape[0] == n or getattr(self.net, "grouped_times", False):
+        if v is None or v.shape[0] == n or self.grouped:
             return v
         return v.expand(n) if v.shape[0] == 1 else v.repeat_interleave(n // v.shape[0])
 
@@ -231,97 +232,18 @@ class FlowMap(nn.Module):
         return self.param.f(self.interpolant, s, t)
 
 
-class RNGState:
-    """The global RNG state of a device, saved so that a later pass can replay the same draws."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
+_MOVED = {"RNGState": "fewstep.objectives", "online_and_target": "fewstep.objectives",
+          "EMATarget": "fewstep.objectives", "unwrap": "fewstep.networks.wrappers",
+          "unwrap_ddp": "fewstep.networks.wrappers"}
 
 
-def online_and_target(fm: FlowMap, target: FlowMap, online: tuple, target_args: tuple, *,
-                      shared_dropout: bool = True, target_fp32: bool = False) -> tuple[Tensor, Tensor]:
-    """y = fm.f(*online) with gradients and y~ = target.f(*target_args) under stop-gradient, each
-    args tuple being (x, s, t, cond): the two passes of IMM and consistency training.
+def __getattr__(name: str):
+    """Objective and training tools that used to live here, for one release (fewstep 0.2 removes them)."""
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    With ``shared_dropout`` the RNG is replayed so both passes draw the same dropout masks (the
-    trick of ECT-style CT code; research/imm.md §4.8); ``target_fp32`` runs the target with
-    autocast off.
-    """
-    x = online[0]
-    rng = RNGState(x.device) if shared_dropout else None
-    y = fm.f(*online)
-    fp32 = torch.autocast(x.device.type, enabled=False) if target_fp32 else nullcontext()
-    with torch.no_grad(), fp32:
-        if rng is not None:
-            rng.restore()
-        x_r, *rest = target_args
-        y_tilde = target.f(x_r.float() if target_fp32 else x_r, *rest)
-    return y, y_tilde.to(y.dtype)
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile's and DistributedDataParallel's wrappers."""
-    while True:
-        inner = getattr(net, "_orig_mod", None) or getattr(net, "module", None)
-        if not isinstance(inner, nn.Module):
-            return net
-        net = inner
-
-
-def unwrap_ddp(net: nn.Module) -> nn.Module:
-    """The DistributedDataParallel wrapper inside a torch.compile one (for ``no_sync``)."""
-    return getattr(net, "_orig_mod", net)
-
-
-class EMATarget:
-    """A stop-gradient target network theta- that follows the online weights as an EMA:
-    theta- <- d theta- + (1 - d) theta at every call after the first (which copies theta).
-
-    For objectives whose target is an EMA of the weights (IMM's ``target: ema`` variant, shortcut
-    models, CM/iCT-style teachers). Its weights go into the run's checkpoint through the objective's
-    ``state_dict``; loaded before the network exists, they are applied on first use.
-    """
-
-    def __init__(self, decay: float):
-        self.decay = float(decay)
-        self.net: nn.Module | None = None
-        self._pending: dict | None = None
-
-    def flowmap(self, fm: FlowMap) -> FlowMap:
-        """Update theta- towards fm's weights and return the flow map around theta-."""
-        if self.net is None:  # (the plain module, not a DDP or torch.compile wrapper)
-            self.net = copy.deepcopy(unwrap(fm.net)).requires_grad_(False)
-            if self._pending is not None:  # a resumed run continues the checkpointed EMA
-                self.net.load_state_dict(self._pending)
-                self._pending = None
-                self._lerp(fm.net)
-        else:
-            self._lerp(fm.net)
-        self.net.train(fm.net.training)
-        return fm.with_net(self.net)
-
-    @torch.no_grad()
-    def _lerp(self, online: nn.Module) -> None:
-        for p_t, p in zip(self.net.parameters(), online.parameters()):
-            p_t.lerp_(p.detach(), 1.0 - self.decay)
-
-    def state_dict(self) -> dict:
-        if self.net is None:
-            return {} if self._pending is None else {"target": self._pending}
-        return {"target": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        target = state.get("target")
-        if target is None:
-            return
-        if self.net is not None:
-            self.net.load_state_dict(target)
-        else:
-            self._pending = target
+        warnings.warn(f"fewstep.flowmap.{name} moved to {_MOVED[name]}.{name}; the old path goes in fewstep 0.2",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'fewstep.flowmap' has no attribute {name!r}")

@@ -21,6 +21,7 @@ import pluggy
 from fewstep import hookspecs
 from fewstep.errors import PluginError
 from fewstep.registry import KINDS, Registrar, Registries, resolve
+from fewstep.registry import build_ref as _build_ref
 
 GROUP = "fewstep"
 CORE_MODULE = "fewstep.builtin"
@@ -183,3 +184,10 @@ def _plugin_module(obj: Any) -> str:
 def get_registries() -> Registries:
     """The process-wide registries, built on first use (never at import time)."""
     return load_registries()
+
+
+def build_ref(spec: Any, kind: str, *args: Any, registries: Registries | None = None) -> Any:
+    """:func:`fewstep.registry.build_ref`, looking names up in ``registries`` or, by default, the
+    installed plugins' (:func:`get_registries`): what an objective calls to build the kernel its
+    Config names, e.g. ``build_ref(cfg.kernel, "kernels")``."""
+    return _build_ref(spec, kind, *args, registries=registries if registries is not None else get_registries())

@@ -130,15 +130,15 @@ def build_ref(spec: Any, kind: str, *args: Any, registries: "Registries | None" 
     """Build the component a :func:`component_ref` field names.
 
     A Config validated by a recipe knows its entry; a plain name or mapping (a Config built in
-    Python) is looked up in ``registries`` (default: the installed plugins).
+    Python) is looked up in ``registries``. :func:`fewstep.plugins.build_ref` is this function with
+    the installed plugins' registries as the default.
     """
     entry = getattr(type(spec), "__fewstep_entry__", None)
     if entry is None:
         spec = _as_spec(spec)
         if registries is None:
-            from fewstep.plugins import get_registries
-
-            registries = get_registries()
+            raise PluginError(f"{SINGULAR[kind]} {spec['name']!r} is given by name outside a recipe: pass registries= "
+                              "(or use fewstep.plugins.build_ref, which looks in the installed plugins)")
         entry = registries.kind(kind).get(spec["name"])
         spec = entry.model().model_validate(spec)
     elif entry.kind != kind:

@@ -28,6 +28,8 @@ class Asymmetric:
 class MiscountingSampler:
     """Calls the flow map twice per step but reports once."""
 
+    name = "miscounting"
+
     def schedule(self, ip, n):
         from fewstep.samplers import uniform_schedule
 
@@ -50,6 +52,8 @@ def test_each_check_fails_on_a_broken_component():
         check_kernel(_entry("kernels", lambda cfg: Asymmetric()))
     with pytest.raises(AssertionError, match="reported NFE 1 but the backbone saw 2 evaluations"):
         check_sampler(_entry("samplers", lambda cfg: MiscountingSampler()))
+    with pytest.raises(AssertionError, match="sampler 'x' .*fewstep.protocols.Sampler"):
+        check_sampler(_entry("samplers", lambda cfg: object()))
     with pytest.raises(AssertionError, match="accepts unknown fields"):
         check_config(_entry("kernels", lambda cfg: None, Loose))
     with pytest.raises(AssertionError, match="no description"):

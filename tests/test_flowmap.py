@@ -408,7 +408,7 @@ def test_times_that_do_not_group_the_batch_are_refused():
 
 
 def test_ema_target_copies_then_follows_the_weights_and_resumes():
-    from fewstep.flowmap import EMATarget
+    from fewstep.objectives import EMATarget
     from fewstep.interpolants import OTFM
     from fewstep.networks.mlp import MLP
 

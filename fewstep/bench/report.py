@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fewstep.bench.spec import Check
-from fewstep.eval.evaluate import write_json
+from fewstep.files import write_json, write_text
 
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
 
@@ -147,10 +147,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(out / "results.json", results)]
     for name, text in (("results.csv", csv_text(results)), ("results.md", markdown(results))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
-        paths.append(out / name)
+        paths.append(write_text(out / name, text))
     paths.append(plot(results, out / "results.png"))
     return paths
 

@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 from fewstep.bench.spec import Bench, Job
 from fewstep.errors import CheckpointError
-from fewstep.eval.evaluate import write_json
-from fewstep.train.checkpoint import latest_checkpoint, load_config
-from fewstep.train.rundir import blocking_changes
+from fewstep.files import write_json
+from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint, load_config
+from fewstep.run.records import read_metrics
+from fewstep.run.rundir import blocking_changes
 
 
 def run_state(job: Job) -> str:
@@ -36,15 +37,8 @@ def run_state(job: Job) -> str:
 
 def seconds_per_step(run_dir: Path) -> float | None:
     """Mean training seconds per step over the run's logged intervals (resumed sessions included)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
     total, steps, prev = 0.0, 0, 0
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for rec in read_metrics(run_dir):
         n = int(rec["step"]) - prev
         prev = int(rec["step"])
         if n > 0 and rec.get("steps_per_s"):
@@ -55,7 +49,7 @@ def seconds_per_step(run_dir: Path) -> float | None:
 
 def _eval_key(job: Job, step: int, seed: int) -> str:
     ev = job.recipe.eval
-    spec = {"checkpoint": step, "seed": seed, "steps": sorted(set(ev.steps) | {ev.reference_steps} - {None}),
+    spec = {"checkpoint": step, "seed": seed, "steps": sorted(set(ev.step_counts())),
             "n": ev.n_samples, "metrics": [m.model_dump(mode="json") for m in ev.metrics],
             "sampler": job.recipe.sampler.model_dump(mode="json"), "ema": ev.use_ema}
     return json.dumps(spec, sort_keys=True)
@@ -63,18 +57,19 @@ def _eval_key(job: Job, step: int, seed: int) -> str:
 
 def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, log=None) -> list[dict]:
     """The run's EMA weights at every step count, once per sampling seed (cached in bench_eval.json)."""
-    from fewstep.eval.evaluate import evaluate, load_run
+    from fewstep.eval.evaluate import evaluate
+    from fewstep.run.rundir import load_run
 
     cache_path = job.run_dir / "bench_eval.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     ev = job.recipe.eval
-    step = int(latest_checkpoint(job.run_dir).name.split("_")[1])
+    step = checkpoint_step(latest_checkpoint(job.run_dir))
     keys = {seed: _eval_key(job, step, seed) for seed in seeds}
     if any(k not in cache for k in keys.values()):
         _, comps, fm, _ = load_run(job.run_dir, regs, device, use_ema=ev.use_ema)
         sampler = regs.samplers.build(job.recipe.sampler)
         metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
-        steps = list(dict.fromkeys([*ev.steps, *([ev.reference_steps] if ev.reference_steps else [])]))
+        steps = ev.step_counts()
         for seed, key in keys.items():
             if key in cache:
                 continue
@@ -90,8 +85,8 @@ def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, lo
 def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
     """Train one job in a worker process (``--jobs``): the recipe travels as its resolved dict."""
     from fewstep.config import recipe_from_dict
+    from fewstep.api import train_recipe
     from fewstep.plugins import get_registries
-    from fewstep.train import train_recipe
 
     regs = get_registries()
     recipe = recipe_from_dict(recipe_data, regs, path=f"{run_dir}/recipe.yaml")
@@ -122,7 +117,7 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
     ``jobs > 1`` trains the missing runs in that many processes first (on a CPU, one per core with
     ``train.threads: 1``); evaluation then runs in this process.
     """
-    from fewstep.train import train_recipe
+    from fewstep.api import train_recipe
 
     log = log or (lambda msg: None)
     states = {id(j): run_state(j) for j in bench.jobs}  # refuse a mismatched run before training anything

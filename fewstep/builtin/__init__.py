@@ -9,7 +9,9 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from fewstep import ComponentConfig, hookimpl
+from fewstep.hookspecs import hookimpl
+from fewstep.networks import DIT_SIZES
+from fewstep.registry import ComponentConfig
 
 
 # --- interpolants ------------------------------------------------------------------------------
@@ -93,9 +95,8 @@ class DiTConfig(ComponentConfig):
     def _dims(self):
         if self.size is None and None in (self.hidden, self.depth, self.heads):
             raise ValueError("size is null: give hidden, depth and heads")
-        sizes = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
         hidden, _, heads = (v if v is not None else b for v, b in
-                            zip((self.hidden, self.depth, self.heads), sizes.get(self.size, (None,) * 3)))
+                            zip((self.hidden, self.depth, self.heads), DIT_SIZES.get(self.size, (None,) * 3)))
         if hidden % heads or hidden % 4:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads}) and by 4")
         return self

@@ -5,12 +5,11 @@ input to fix, 1 for a failed run) with no traceback unless ``FEWSTEP_DEBUG=1``.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 
-from fewstep.errors import FewstepError
+from fewstep.errors import FewstepError, debug
 
 app = typer.Typer(
     name="fewstep",
@@ -42,11 +41,10 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    debug = os.environ.get("FEWSTEP_DEBUG", "") not in ("", "0")
     try:
         app(args=argv, standalone_mode=True)
     except FewstepError as exc:  # raised outside a command (plugin loading); commands use clean_errors
-        if debug:
+        if debug():
             raise
         from fewstep.cli.common import print_error
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Annotated, Optional
 
 import typer
 
-from fewstep.errors import FewstepError
+from fewstep.errors import FewstepError, debug
 
 RecipeArg = Annotated[str, typer.Argument(metavar="RECIPE", help="A recipe YAML file, e.g. recipes/fm_toy.yaml.")]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run directory (runs/<name>/<timestamp>) or runs/<name> for its newest run.")]
@@ -34,7 +33,7 @@ def clean_errors(fn):
         try:
             return fn(*args, **kwargs)
         except FewstepError as exc:
-            if os.environ.get("FEWSTEP_DEBUG", "") not in ("", "0"):
+            if debug():
                 raise
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None

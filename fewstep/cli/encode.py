@@ -26,7 +26,8 @@ def encode(
     from fewstep.data.latents import encode_images, load_vae, write_latents
     from fewstep.errors import ConfigError
     from fewstep.plugins import get_registries
-    from fewstep.train.components import resolve_device
+    from fewstep.protocols import StoredImages
+    from fewstep.run.components import resolve_device
     from fewstep.train.progress import Progress
 
     spec = {"name": data}
@@ -41,8 +42,8 @@ def encode(
     except Exception as exc:  # pydantic's message, one line per problem
         raise ConfigError(f"--data {data}: {exc}".replace("\n", " ")) from None
     ds = entry.build(cfg, 0.5)
-    if not hasattr(ds, "originals"):
-        raise ConfigError(f"--data {data}: not an image dataset held in memory (kind {getattr(ds, 'kind', '?')})")
+    if not isinstance(ds, StoredImages):
+        raise ConfigError(f"--data {data}: not an image dataset held in memory (kind {ds.kind})")
     model = load_vae(vae, resolve_device(device or "auto"))
     images = ds.originals(0, len(ds))
     bar = Progress(len(ds), 0, f"encode {data}")

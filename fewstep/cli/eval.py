@@ -23,11 +23,9 @@ def evaluate(
     Example: fewstep eval runs/fm_toy --steps 1,2,4,8
     Several processes share the sampling: torchrun --standalone --nproc_per_node=8 -m fewstep eval RUN
     """
-    from fewstep.eval.evaluate import evaluate_run
-    from fewstep.plugins import get_registries
+    from fewstep.api import evaluate_run
 
-    out = evaluate_run(run, get_registries(), steps=parse_steps(steps) if steps else None, n=n,
-                       sampler=sampler, device=device)
+    out = evaluate_run(run, steps=parse_steps(steps) if steps else None, n=n, sampler=sampler, device=device)
     if out is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     if as_json:

@@ -1,7 +1,6 @@
 """``fewstep sample RUN``: a PNG of samples at several step counts."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -23,13 +22,8 @@ def sample(
 
     Example: fewstep sample runs/fm_toy --steps 1,2,4,8 --n 2048 --out samples.png
     """
-    from fewstep.eval.evaluate import load_run, sample_grid, sampler_named
-    from fewstep.plugins import get_registries
+    from fewstep.api import sample_run
 
-    regs = get_registries()
-    run_dir, comps, fm, step = load_run(run, regs, device)
-    smp = sampler_named(comps, regs, sampler)
-    path = Path(out) if out else run_dir / "samples" / "sample.png"
-    sample_grid(comps, fm, parse_steps(steps), n, seed, path, sampler=smp, title=f"{run_dir} step {step}")
+    path = sample_run(run, parse_steps(steps), n=n, seed=seed, out=out, sampler=sampler, device=device)
     err(f"wrote {path}")
     print(path)

@@ -24,7 +24,7 @@ def train(
     Example: fewstep train recipes/fm_toy.yaml --set train.steps=2000
     Several processes: torchrun --nproc_per_node=8 -m fewstep train recipes/imm_cifar.yaml
     """
-    from fewstep.train import train_recipe
+    from fewstep.api import train_recipe
 
     result = train_recipe(recipe, set_ or [], run_dir=run_dir, fresh=fresh, device=device,
                           progress=not quiet, stop_after=stop_after, log=err)

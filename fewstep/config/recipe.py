@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
 from fewstep.errors import RecipeError
+from fewstep.protocols import ChecksRecipe, HasDefaultSampler
 from fewstep.registry import Entry, Registries, Registry, ref_fields
 
 # Recipe section -> registry kind
@@ -72,6 +73,15 @@ class TrainConfig(Section):
     sample_every: Optional[int] = Field(None, ge=1, description="Steps between sample PNGs; null = only at the end.")
 
 
+class EvalBase(Section):
+    """Base of the eval section (its metrics field is built from the registries in :func:`recipe_model`)."""
+
+    def step_counts(self, steps: list[int] | None = None) -> list[int]:
+        """``steps`` (default ``eval.steps``) followed by ``reference_steps`` when set, without repeats."""
+        ref = [self.reference_steps] if self.reference_steps else []
+        return list(dict.fromkeys([*(steps or self.steps), *ref]))
+
+
 def _metric_list(v: Any) -> Any:
     if isinstance(v, (str, dict)):
         v = [v]
@@ -104,7 +114,7 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
     default_ip = regs.interpolants.entries.get(DEFAULT_NAMES["interpolant"])
     eval_model = create_model(
         "EvalConfig",
-        __base__=Section,
+        __base__=EvalBase,
         steps=(list[Annotated[int, Field(ge=1)]], Field([1, 2, 4, 8], description="Step counts to evaluate.")),
         reference_steps=(Optional[int], Field(64, ge=1, description="Also evaluate this many steps as a reference; null = off.")),
         n_samples=(int, Field(4096, ge=2, description="Samples per step count (and fresh data per comparison).")),
@@ -211,16 +221,16 @@ def cross_check(recipe, regs: Registries) -> list[tuple[tuple, str]]:
                     f"euler_fm needs the ot_fm interpolant (got {recipe.interpolant.name})"))
     for section in COMPONENTS:
         cfg = getattr(recipe, section)
-        check = getattr(cfg, "check_recipe", None)
-        if check is not None:
-            out.extend((tuple(loc), msg) for loc, msg in check(recipe))
+        if isinstance(cfg, ChecksRecipe):
+            out.extend((tuple(loc), msg) for loc, msg in cfg.check_recipe(recipe))
     return out
 
 
 def resolve_sampler(recipe, regs: Registries):
     """Fill ``sampler`` from the objective's ``default_sampler`` when the recipe leaves it out."""
     if recipe.sampler is None:
-        spec = dict(getattr(type(recipe.objective), "default_sampler", None) or {"name": "euler"})
+        obj = recipe.objective
+        spec = dict(obj.default_sampler if isinstance(obj, HasDefaultSampler) else {"name": "euler"})
         entry = regs.samplers.get(spec["name"])
         recipe.sampler = tagged(entry).model_validate(spec)
     return recipe

@@ -16,6 +16,7 @@ import torch
 
 from fewstep.data.base import Batch
 from fewstep.errors import ConfigError
+from fewstep.files import atomic_path, write_json
 
 # IMM's ImageNet-256 latent statistics for stabilityai/sd-vae-ft-ema (released config; research/imm.md §6).
 IMM_IMAGENET256_MEAN = [0.86488, -0.27787343, 0.21616915, 0.3738409]
@@ -65,16 +66,15 @@ def write_latents(folder: str | Path, mean: torch.Tensor, std: torch.Tensor, lab
     tensors = {"mean": mean.contiguous(), "std": std.contiguous()}
     if labels is not None:
         tensors["labels"] = labels.to(torch.long).contiguous()
-    tmp = folder / (FILE + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / FILE)
+    with atomic_path(folder / FILE) as tmp:
+        save_file(tensors, str(tmp))
     m, s = mean.double(), std.double()
     # moments of the latents training draws (mean + std z): Var = Var(mean) + E[std^2] per channel
     var = m.var(dim=(0, 2, 3)) + (s * s).mean(dim=(0, 2, 3))
     meta = {"vae": vae, "image_shape": list(image_shape), "source": source, "n": int(mean.shape[0]),
             "latent_shape": list(mean.shape[1:]), "channel_mean": m.mean(dim=(0, 2, 3)).tolist(),
             "channel_std": var.sqrt().tolist()}
-    (folder / META).write_text(json.dumps(meta, indent=1))
+    write_json(folder / META, meta)
     return folder
 
 

@@ -35,7 +35,6 @@ This module imports ``torch_fidelity`` (and so torchvision): import it lazily.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.helpers import vassert
+
+from fewstep.files import atomic_path
 
 __all__ = [
     "DIGITS_VERSION", "NAME", "DigitsFeatureExtractor", "DigitsNet", "cache_dir", "classifier_path",
@@ -184,15 +185,8 @@ def _save_atomic(model: DigitsNet, path: Path, seed: int) -> None:
     meta = {"version": str(DIGITS_VERSION), "seed": str(seed), "holdout": str(HOLDOUT),
             "heldout_accuracy": f"{getattr(model, 'heldout_accuracy', float('nan')):.6f}",
             "train_seconds": f"{getattr(model, 'train_seconds', float('nan')):.3f}"}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
 
 
 def _load(path: Path) -> DigitsNet:

@@ -5,7 +5,6 @@ the same settings see the same initial noise and the same reference set.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,29 +12,13 @@ from typing import Any
 
 import torch
 
-from fewstep.errors import CheckpointError, ConfigError
+from fewstep.errors import ConfigError
+from fewstep.files import write_json
+from fewstep.protocols import ImageData
+from fewstep.run.components import Components
+from fewstep.run.dist import Dist, from_env
+from fewstep.run.rundir import load_run
 from fewstep.samplers import generate
-from fewstep.train.checkpoint import latest_checkpoint, load_weights
-from fewstep.train.components import Components, build_components, flowmap_for, set_threads
-from fewstep.train.rundir import load_run_recipe, resolve_run
-
-
-def load_run(path: str | Path, regs, device: str | None = None, use_ema: bool | None = None):
-    """Rebuild a run's components with the weights of its latest checkpoint.
-
-    Returns (run_dir, components, flow map, checkpoint step); ``use_ema=None`` follows eval.use_ema.
-    """
-    run = resolve_run(path)
-    recipe = load_run_recipe(run, regs)
-    use_ema = recipe.eval.use_ema if use_ema is None else use_ema
-    set_threads(recipe.train.threads)
-    comps = build_components(recipe, regs, device or recipe.train.device, objective=False)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
-        raise CheckpointError(f"{run}: no checkpoint yet; train it first (fewstep train ...)")
-    load_weights(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), comps.net)
-    comps.net.eval()
-    return run, comps, flowmap_for(comps, comps.net), int(ckpt.name.split("_")[1])
 
 
 @dataclass
@@ -82,8 +65,8 @@ def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, gen
     point metrics flat vectors. A metric returns a float (its column is the metric's registry name)
     or a dict of labelled values (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
     """
-    if getattr(metric, "kind", "points") == "images":
-        if dataset.kind != "images":
+    if metric.kind == "images":
+        if not (dataset.kind == "images" and isinstance(dataset, ImageData)):
             raise ConfigError(f"eval.metrics: {name} needs image data; data is {dataset.kind}")
         out = metric(dataset.to_uint8(x), dataset.to_uint8(ref), generator)
     else:
@@ -92,7 +75,7 @@ def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, gen
 
 
 def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *, n: int, seed: int,
-             sampler=None, batch_size: int = 4096, dist=None) -> EvalResult:
+             sampler=None, batch_size: int = 4096, dist: Dist | None = None) -> EvalResult:
     """Every metric at every step count, plus the floor of each metric (data vs fresh data).
 
     Under torchrun (``dist``), the processes share the sampling and rank 0 computes the metrics; the
@@ -113,35 +96,8 @@ def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *
         for name, m in metrics.items() if main else ():
             row.update(_measure(name, m, x, ref, data, mgen()))
         rows.append(row)
-    meta = {"n_samples": n, "seed": seed, "sampler": getattr(sampler, "name", "?"),
-            "schedule": getattr(sampler, "schedule_kind", "?"), "processes": dist.world if dist else 1}
+    meta = {"n_samples": n, "seed": seed, "sampler": sampler.name, "processes": dist.world if dist else 1}
     return EvalResult(rows, floor, meta)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
-    return path
-
-
-def sample_grid(comps: Components, fm, steps: list[int], n: int, seed: int, path: Path, sampler=None,
-                title: str | None = None) -> Path:
-    """A PNG of samples at each step count beside the data: scatter plots for points, mosaics for images."""
-    from fewstep.eval.plots import image_grid, scatter_grid
-
-    sampler = sampler or comps.sampler
-    data = comps.dataset
-    images = data.kind == "images"
-    n = min(n, 64) if images else n
-    panels = []
-    for k in steps:
-        x, nfe, _ = sample(comps, fm, sampler, k, n, seed)
-        panels.append((f"{sampler.name} {k} step{'s' if k > 1 else ''} (NFE {nfe})", data.to_uint8(x) if images else x))
-    ref = data.sample(n, torch.Generator().manual_seed(seed + 1)).x
-    if images:
-        return image_grid(panels, path, reference=data.to_uint8(ref), title=title)
-    return scatter_grid(panels, path, reference=ref, title=title)
 
 
 def sampler_named(comps: Components, regs, name: str | None):
@@ -159,8 +115,6 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
     """What ``fewstep eval`` does: evaluate a run's EMA weights and write ``eval.json`` into it.
 
     Under torchrun the processes share the sampling; rank 0 returns the results, the others None."""
-    from fewstep.train.dist import from_env
-
     dist = from_env()
     try:
         out = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist)
@@ -174,12 +128,10 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
 def _evaluate_run(path, regs, steps, n, sampler, device, dist) -> dict[str, Any]:
     run, comps, fm, step = load_run(path, regs, device)
     ev = comps.recipe.eval
-    steps = list(steps or ev.steps)
-    if ev.reference_steps and ev.reference_steps not in steps:
-        steps.append(ev.reference_steps)
     smp = sampler_named(comps, regs, sampler)
     metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
-    res = evaluate(comps, fm, metrics, steps, n=n or ev.n_samples, seed=ev.seed, sampler=smp,
+    res = evaluate(comps, fm, metrics, ev.step_counts(steps), n=n or ev.n_samples, seed=ev.seed, sampler=smp,
                    batch_size=ev.batch_size, dist=dist)
     return {"run": str(run), "checkpoint_step": step, "weights": "ema" if ev.use_ema else "raw",
-            "reference_steps": ev.reference_steps, **res.as_dict()}
+            "reference_steps": ev.reference_steps, "schedule": comps.recipe.sampler.model_dump().get("schedule"),
+            **res.as_dict()}

@@ -40,7 +40,7 @@ import torch
 
 from fewstep.errors import ConfigError
 
-__all__ = ["INCEPTION_FILE", "UInt8Images", "fidelity", "frechet_distance", "inception_weights",
+__all__ = ["INCEPTION_FILE", "UInt8Images", "fidelity", "inception_weights",
            "vgg16_weights"]
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -123,23 +123,6 @@ def inception_weights(path: str | os.PathLike | None = None) -> str:
 def vgg16_weights(path: str | os.PathLike | None = None) -> str:
     """Path of torchvision's VGG16 ImageNet weights (for precision/recall), resolved like Inception's."""
     return _resolve_weights(path, "VGG16", VGG16_FILE, VGG16_ENV, _vgg16_url)
-
-
-def frechet_distance(mu1, cov1, mu2, cov2) -> float:
-    """Frechet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2), in float64.
-
-    d^2 = |mu1 - mu2|^2 + Tr(C1 + C2 - 2 (C1 C2)^{1/2})  (Dowson & Landau 1982; the FID formula of
-    Heusel et al. 2017, arXiv:1706.08500, Sec. "FID"). ``Tr (C1 C2)^{1/2}`` is evaluated as
-    ``Tr (C1^{1/2} C2 C1^{1/2})^{1/2}`` (similar matrices have equal eigenvalues), a symmetric PSD
-    form computed with ``eigh`` -- a different route from torch-fidelity's ``eigvals(C1 @ C2)``.
-    """
-    mu1, mu2, c1, c2 = (torch.as_tensor(a).detach().to("cpu", torch.float64) for a in (mu1, mu2, cov1, cov2))
-    evals, evecs = torch.linalg.eigh((c1 + c1.T) / 2)
-    s1 = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    m = s1 @ c2 @ s1
-    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + torch.trace(c1) + torch.trace(c2) - 2 * tr_sqrt)
 
 
 def _cuda_for(device) -> tuple[bool, int | None]:

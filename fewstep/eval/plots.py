@@ -30,9 +30,11 @@ def _new_figure(width: float, height: float):
 
 
 def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+    from fewstep.files import atomic_path
+
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=_DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI)
     fig.clear()
     return path
 

@@ -19,13 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewstep.networks import NetworkSpec
+from fewstep.networks import DIT_SIZES, NetworkSpec
 from fewstep.networks.embeddings import Conditioning
 
 Tensor = torch.Tensor
-
-# (hidden, depth, heads): DiT's Table 1 (S 33M, B 130M, L 458M, XL 675M parameters at patch 2 on 32x32x4).
-SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}
 
 
 def sincos_2d(dim: int, grid: int) -> Tensor:
@@ -97,7 +94,7 @@ class FinalLayer(nn.Module):
 
 class DiT(nn.Module):
     """DiT (Peebles & Xie 2023) of ``depth`` blocks of width ``hidden`` with ``heads`` attention heads
-    on ``patch`` x ``patch`` patches; :data:`SIZES` holds the paper's S/B/L/XL.
+    on ``patch`` x ``patch`` patches; :data:`fewstep.networks.DIT_SIZES` holds the paper's S/B/L/XL.
 
     Called as ``net(x, t, s, cond)`` with x [B, C, H, W] (the square shape of ``spec``), t and s of
     shape [B] or one time per group of consecutive samples ([G], G dividing B), and integer labels
@@ -164,8 +161,8 @@ class DiT(nn.Module):
 
 
 def dit_dims(cfg) -> tuple[int, int, int]:
-    """(hidden, depth, heads): cfg.size's row of :data:`SIZES`, with cfg.hidden/depth/heads overriding."""
-    base = SIZES[cfg.size] if cfg.size is not None else (None, None, None)
+    """(hidden, depth, heads): cfg.size's row of :data:`~fewstep.networks.DIT_SIZES`, with cfg.hidden/depth/heads overriding."""
+    base = DIT_SIZES[cfg.size] if cfg.size is not None else (None, None, None)
     dims = tuple(v if v is not None else b for v, b in zip((cfg.hidden, cfg.depth, cfg.heads), base))
     if None in dims:
         raise ValueError("network.size is null: give network.hidden, network.depth and network.heads")

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
+from fewstep.protocols import (Dataset, GroupedTimes, HasExampleShape, ImageData, Kernel, Metric, Objective,
+                               Sampler, Stateful)
 from fewstep.registry import KINDS, SINGULAR, Entry, resolve
 from fewstep.testing.doubles import backbone_inputs
 
@@ -100,7 +102,7 @@ def check_network(entry: Entry, config: dict[str, Any] | None = None, shape: tup
     ClassVar, else (2,) (an image network declares e.g. ``example_shape = (3, 8, 8)``)."""
     from fewstep.networks import NetworkSpec
 
-    shape = tuple(shape or getattr(entry.config, "example_shape", (2,)))
+    shape = tuple(shape or (entry.config.example_shape if isinstance(entry.config, HasExampleShape) else (2,)))
     torch.manual_seed(0)
     net = entry.build(check_config(entry, config), NetworkSpec(tuple(shape), num_classes=3, second_time=True))
     x, t, s = backbone_inputs(4, shape, seed=0)
@@ -114,7 +116,7 @@ def check_network(entry: Entry, config: dict[str, Any] | None = None, shape: tup
                 p.add_(0.1 * torch.randn_like(p))
             out = net(x, t, s, cond)
         _assert(not torch.equal(net(x, t, s * 0.5, cond), out), entry, "the second time s does not change the output")
-        if getattr(net, "grouped_times", False):  # in float64: a deep net amplifies float32 rounding
+        if isinstance(net, GroupedTimes) and net.grouped_times:  # in float64: a deep net amplifies float32 rounding
             net, x, t, s = net.double(), x.double(), t.double(), s.double()
             grouped = net(x, t[::2], s[::2], cond)
             per_sample = net(x, t[::2].repeat_interleave(2), s[::2].repeat_interleave(2), cond)
@@ -124,6 +126,7 @@ def check_network(entry: Entry, config: dict[str, Any] | None = None, shape: tup
 
 def check_kernel(entry: Entry, config: dict[str, Any] | None = None) -> None:
     k = entry.build(check_config(entry, config))
+    _assert(isinstance(k, Kernel), entry, "a kernel is called as kernel(a, b, w)")
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 5, 4, generator=g, dtype=_F64), torch.randn(3, 5, 4, generator=g, dtype=_F64)
     w = torch.rand(3, generator=g, dtype=_F64) + 0.5
@@ -144,6 +147,8 @@ def check_sampler(entry: Entry, config: dict[str, Any] | None = None) -> None:
     from fewstep.samplers import generate
 
     sampler = entry.build(check_config(entry, config))
+    _assert(isinstance(sampler, Sampler), entry, "a sampler has a name, schedule(interpolant, n) and is called as "
+                                                 "sampler(flowmap, x, ts, cond, generator) (fewstep.protocols.Sampler)")
     torch.manual_seed(0)
     rows = []
 
@@ -189,11 +194,12 @@ def check_objective(entry: Entry, config: dict[str, Any] | None = None, registri
     """The loss on one batch of a :func:`tiny_recipe` (``sections`` replace its data, network...).
     ``registries`` must hold the objective (default: the installed plugins and FEWSTEP_PLUGINS)."""
     from fewstep.plugins import get_registries
-    from fewstep.train.components import build_components
+    from fewstep.run.components import build_components
 
     check_config(entry, config)
     regs = registries or get_registries()
     comps = build_components(tiny_recipe(regs, objective={**(config or {}), "name": entry.name}, **sections), regs)
+    _assert(isinstance(comps.objective, Objective), entry, "an objective has loss(flowmap, batch, step)")
     batch = comps.dataset.sample(16, torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     out = comps.objective.loss(comps.flowmap, batch, 0)
@@ -210,7 +216,7 @@ def check_objective(entry: Entry, config: dict[str, Any] | None = None, registri
     for key, v in logs.items():
         ok = isinstance(v, (int, float)) or (torch.is_tensor(v) and v.ndim == 0)
         _assert(ok and bool(torch.isfinite(torch.as_tensor(v))), entry, f"log {key!r} must be a finite number or 0-d tensor")
-    if hasattr(comps.objective, "state_dict"):
+    if isinstance(comps.objective, Stateful):
         comps.objective.load_state_dict(comps.objective.state_dict())
 
 
@@ -226,7 +232,10 @@ def check_dataset(entry: Entry, config: dict[str, Any] | None = None, sigma_d: f
         ds = entry.build(cfg, sigma_d)
     except ConfigError as exc:
         pytest.skip(f"{_who(entry)}: {exc}")
+    _assert(isinstance(ds, Dataset), entry, "a dataset has kind, shape, num_classes and sample(n, generator) "
+                                            "(fewstep.protocols.Dataset)")
     _assert(ds.kind in ("points", "images"), entry, f"kind must be 'points' or 'images', not {ds.kind!r}")
+    _assert(ds.kind == "points" or isinstance(ds, ImageData), entry, "an image dataset has to_uint8(x)")
     a = ds.sample(64, torch.Generator().manual_seed(0))
     b = ds.sample(64, torch.Generator().manual_seed(0))
     _assert(tuple(a.x.shape) == (64, *ds.shape) and a.x.is_floating_point(), entry,
@@ -253,8 +262,11 @@ def check_metric(entry: Entry, config: dict[str, Any] | None = None) -> None:
     from fewstep.errors import ConfigError
 
     m = entry.build(check_config(entry, config))
+    _assert(isinstance(m, Metric), entry, "a metric has kind ('points' or 'images') and is called as "
+                                          "metric(samples, reference, generator) (fewstep.protocols.Metric)")
+    _assert(m.kind in ("points", "images"), entry, f"kind must be 'points' or 'images', not {m.kind!r}")
     g = torch.Generator().manual_seed(0)
-    if getattr(m, "kind", "points") == "images":
+    if m.kind == "images":
         from fewstep.data.images import digits_pixels
 
         x = (digits_pixels()[0] * 255).round().to(torch.uint8)

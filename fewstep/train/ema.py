@@ -34,3 +34,10 @@ class EMA:
         for b_ema, b in zip(self._ema[1], buffers):
             b_ema.copy_(b)
         self.updates += 1
+
+    def state_dict(self) -> dict:
+        """The update count (the weights themselves go to ``ema.safetensors``)."""
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])

@@ -1,32 +1,40 @@
-"""The training loop: one explicit function, edm2-style.
+"""The training loop: one explicit function, edm2-style, read top to bottom.
 
 Every step reseeds its random streams from (seed, shard, step), so a run resumed from a checkpoint
 draws exactly the data, times and noise an uninterrupted run would, and ends with identical
-weights on CPU. The loop never special-cases an objective: it calls ``objective.loss(flowmap,
-batch, step)`` and steps the optimiser. An objective that keeps state of its own (say a target
-network) exposes ``state_dict()``/``load_state_dict()`` and is checkpointed with the run.
+weights on CPU (with the same device, threads, precision and compile setting: see
+``fewstep.run.rundir.NUMERIC_CHANGES``). The loop never special-cases an objective: it calls
+``objective.loss(flowmap, batch, step)`` and steps the optimiser. What a checkpoint restores besides
+the weights is registered once in a :class:`~fewstep.train.state.TrainState` (a
+:class:`~fewstep.protocols.Stateful` objective included).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from fewstep.config import recipe_dict
 from fewstep.errors import ConfigError, TrainingDiverged
-from fewstep.train.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
-from fewstep.train.components import Components
-from fewstep.train.dist import Dist, weights_checksum
-from fewstep.flowmap import unwrap_ddp
+from fewstep.networks.wrappers import unwrap_ddp
+from fewstep.protocols import Stateful
+from fewstep.run.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
+from fewstep.run.components import Components
+from fewstep.run.dist import Dist, weights_checksum
+from fewstep.run.records import append_metrics, trim_metrics
 from fewstep.train.ema import EMA
 from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
+from fewstep.train.state import TrainState
+
+# on_samples(step, ema_net): called on rank 0 when sample grids are due (the caller draws them)
+SampleCallback = Callable[[int, torch.nn.Module], None]
 
 
 def step_seed(seed: int, rank: int, step: int, stream: str) -> int:
@@ -55,82 +63,77 @@ class TrainResult:
     seconds: float
 
 
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint a run resumes from."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
-
-
 def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progress: bool = True,
-          stop_after: int | None = None, on_samples=None, label: str | None = None) -> TrainResult:
+          stop_after: int | None = None, on_samples: SampleCallback | None = None,
+          label: str | None = None) -> TrainResult:
     """Train ``comps`` in ``run_dir``, resuming from its latest checkpoint if there is one.
 
-    ``dist`` is this process's place among torchrun's (``fewstep.train.dist``); ``stop_after`` ends
+    ``dist`` is this process's place among torchrun's (``fewstep.run.dist``); ``stop_after`` ends
     the session after that many steps (the run stays resumable); ``on_samples(step, ema_net)`` is
     called (on rank 0) when sample grids are due.
     """
     cfg = comps.recipe.train
     dist = dist or Dist()
     fm, net, obj = comps.flowmap, comps.net, comps.objective
+
+    # --- the batch split: world x accumulate shards of the global batch ---------------------------
     shards = dist.world * cfg.accumulate
     if cfg.batch_size % shards:
         raise ConfigError(f"train.batch_size: {cfg.batch_size} does not split into {dist.world} process(es) x "
                           f"{cfg.accumulate} accumulation step(s)")
     shard_size = cfg.batch_size // shards
+
+    # --- optimiser, EMA, precision, and the state a checkpoint restores besides the weights -------
     params = [p for p in net.parameters() if p.requires_grad]
-    stateful = hasattr(obj, "state_dict")  # an objective may keep state (e.g. a target network)
     opt = make_optimizer(params, cfg)
     ema = EMA(net, cfg.ema_decay)
     prec = Precision(cfg.precision, comps.device)
+    state = TrainState(optimizer=opt, ema=ema, precision=prec,
+                       **({"objective": obj} if isinstance(obj, Stateful) else {}))
+
+    # --- wrappers: DDP across processes, torch.compile; checkpoints and the EMA see the plain net -
     model = net
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[comps.device.index] if comps.device.type == "cuda" else None)
     if cfg.compile:
-        model = torch.compile(model)  # checkpoints, EMA and targets keep using the plain module
+        model = torch.compile(model)
     if model is not net:
         fm = fm.with_net(model)
+
+    # --- resume from the latest checkpoint ---------------------------------------------------------
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         load_weights(ckpt / "model.safetensors", net)
         load_weights(ckpt / "ema.safetensors", ema.net)
-        state = load_state(ckpt)
-        opt.load_state_dict(state["optimizer"])
-        ema.updates, start = int(state["ema_updates"]), int(state["step"])
-        if stateful and "objective" in state:
-            obj.load_state_dict(state["objective"])
-        prec.load_state_dict(state.get("precision", {}))
-    metrics_path = run_dir / "metrics.jsonl"
+        saved = load_state(ckpt)
+        state.load_state_dict(saved, ckpt / "state.pt")
+        start = int(saved["step"])
     if dist.main:
-        _trim_metrics(metrics_path, start)
+        trim_metrics(run_dir, start)  # records logged after the checkpoint are logged again
     config = recipe_dict(comps.recipe)
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress and dist.main)
-    t_start = t_log = time.perf_counter()
-    loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
-    net.train()
-    on_cuda = comps.device.type == "cuda"
 
     def checkpoint(step: int) -> None:
         if dist.main:
-            save_checkpoint(run_dir, step, net, ema.net,
-                            {"optimizer": opt.state_dict(), "ema_updates": ema.updates, "precision": prec.state_dict(),
-                             **({"objective": obj.state_dict()} if stateful else {})}, config,
-                            keep=cfg.keep_checkpoints)
+            save_checkpoint(run_dir, step, net, ema.net, state.state_dict(), config, keep=cfg.keep_checkpoints)
         dist.barrier()
 
     def diverged(what: str, value: torch.Tensor, step: int) -> TrainingDiverged:
         return TrainingDiverged(f"{what} is {value.item()} at step {step + 1}; "
                                 f"last good checkpoint kept in {run_dir / 'checkpoints'}")
 
+    # --- the steps -----------------------------------------------------------------------------------
+    bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress and dist.main)
+    t_start = t_log = time.perf_counter()
+    loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
+    net.train()
+    on_cuda = comps.device.type == "cuda"
     try:
         for step in range(start, end):
+            # one optimiser step: accumulate the shards of this process, then step
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
@@ -163,6 +166,8 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
             n_sum += 1
             done = step + 1
             bar.advance(done)
+
+            # log: means over the interval, into metrics.jsonl (rank 0) and the progress line
             if done % cfg.log_every == 0 or done == end:
                 now = time.perf_counter()
                 rec = {"step": done, "loss": dist.mean(loss_sum).item() / n_sum, "lr": opt.param_groups[0]["lr"],
@@ -175,11 +180,12 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                         raise TrainingDiverged(f"the ranks' weights differ at step {done}: checksums {sums}")
                     rec["rank_checksums"] = sums
                 if dist.main:
-                    with metrics_path.open("a") as fh:
-                        fh.write(json.dumps(rec) + "\n")
+                    append_metrics(run_dir, rec)
                 bar.status(done, {"loss": rec["loss"], "it/s": rec["steps_per_s"]})
                 loss_sum.zero_()
                 n_sum, logs_sum, t_log = 0, {}, now
+
+            # checkpoint and sample grids
             if done % cfg.checkpoint_every == 0 or done == end:
                 checkpoint(done)
             if dist.main and on_samples is not None and cfg.sample_every and done % cfg.sample_every == 0 \

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from fewstep.errors import ConfigError
-from fewstep.flowmap import FlowMap, online_and_target
+from fewstep.flowmap import FlowMap
 from fewstep.interpolants import Interpolant
+from fewstep.objectives import online_and_target
 from fewstep_ct.curriculum import (
     ect_r,
     ect_stage,

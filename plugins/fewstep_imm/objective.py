@@ -13,14 +13,14 @@ Two forward passes per step, whatever M is.
 """
 from __future__ import annotations
 
-
 import torch
 
 from fewstep.errors import ConfigError
-from fewstep.flowmap import EMATarget, FlowMap, online_and_target
+from fewstep.flowmap import FlowMap
 from fewstep.interpolants import Interpolant
 from fewstep.kernels import mmd2
-from fewstep.registry import build_ref
+from fewstep.objectives import EMATarget, online_and_target
+from fewstep.plugins import build_ref
 from fewstep_imm.times import mapping_r, sample_times
 from fewstep_imm.weighting import kernel_bandwidth, loss_weight
 

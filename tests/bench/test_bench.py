@@ -69,7 +69,7 @@ def test_bench_writes_the_four_outputs_with_expected_columns(bench_file, tmp_pat
 
 
 def test_rerun_after_an_interruption_trains_only_what_is_missing(bench_file, tmp_path, regs, monkeypatch):
-    from fewstep.train import train_recipe
+    from fewstep.api import train_recipe
 
     out = tmp_path / "out"
     bench = load_bench(bench_file, out, regs)
@@ -81,7 +81,7 @@ def test_rerun_after_an_interruption_trains_only_what_is_missing(bench_file, tmp
     done_ckpt = sorted((done.run_dir / "checkpoints").iterdir())[-1]
     stamp = (done_ckpt / "model.safetensors").stat().st_mtime_ns
 
-    import fewstep.train as train_mod
+    import fewstep.api as train_mod
 
     calls = []
     real = train_mod.train_recipe
@@ -100,7 +100,7 @@ def test_rerun_after_an_interruption_trains_only_what_is_missing(bench_file, tmp
 
 
 def test_a_run_trained_with_another_recipe_is_refused_before_any_training(bench_file, tmp_path, regs):
-    from fewstep.train import train_recipe
+    from fewstep.api import train_recipe
 
     out = tmp_path / "out"
     job = load_bench(bench_file, out, regs).jobs[0]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from fewstep.errors import ConfigError
-from fewstep.eval.evaluate import evaluate_run
-from fewstep.train import train_recipe
+from fewstep.api import evaluate_run
+from fewstep.api import train_recipe
 
 DIGITS = """\
 data: {{name: digits, conditional: {cond}}}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fewstep.errors import ConfigError
-from fewstep.eval.fidelity import INCEPTION_FILE, UInt8Images, fidelity, frechet_distance, inception_weights
+from fewstep.eval.fidelity import INCEPTION_FILE, UInt8Images, fidelity, inception_weights
 
 LINEAR = "fewstep-test-linear"
 _A = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, -0.5, 0.0]], dtype=torch.float64) / 10
@@ -107,6 +107,24 @@ def test_uint8_images_dataset():
         UInt8Images(torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError):
         UInt8Images(torch.zeros(2, 2, 4, 4, dtype=torch.uint8))
+
+
+def frechet_distance(  # the reference the tests compare torch-fidelity with
+        mu1, cov1, mu2, cov2) -> float:
+    """Frechet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2), in float64.
+
+    d^2 = |mu1 - mu2|^2 + Tr(C1 + C2 - 2 (C1 C2)^{1/2})  (Dowson & Landau 1982; the FID formula of
+    Heusel et al. 2017, arXiv:1706.08500, Sec. "FID"). ``Tr (C1 C2)^{1/2}`` is evaluated as
+    ``Tr (C1^{1/2} C2 C1^{1/2})^{1/2}`` (similar matrices have equal eigenvalues), a symmetric PSD
+    form computed with ``eigh`` -- a different route from torch-fidelity's ``eigvals(C1 @ C2)``.
+    """
+    mu1, mu2, c1, c2 = (torch.as_tensor(a).detach().to("cpu", torch.float64) for a in (mu1, mu2, cov1, cov2))
+    evals, evecs = torch.linalg.eigh((c1 + c1.T) / 2)
+    s1 = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+    m = s1 @ c2 @ s1
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + torch.trace(c1) + torch.trace(c2) - 2 * tr_sqrt)
 
 
 def test_frechet_distance_closed_form():

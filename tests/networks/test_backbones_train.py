@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fewstep.train import train_recipe
+from fewstep.api import train_recipe
 
 BACKBONES = {
     "unet": ("{name: digits, conditional: true}",

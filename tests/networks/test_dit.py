@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fewstep.networks import NetworkSpec
+from fewstep.networks import DIT_SIZES, NetworkSpec
 from fewstep.testing import backbone_inputs
-from fewstep.networks.dit import SIZES, DiT
+from fewstep.networks.dit import DiT
 
 TINY = dict(hidden=32, depth=2, heads=4, patch=2)
 
@@ -85,7 +85,7 @@ def test_parameter_counts_match_the_paper(size, paper):
     # DiT Table 1, at patch 2 on 32x32x4 ImageNet latents with 1000 classes and no second time
     # (meta tensors: nothing is allocated)
     with torch.device("meta"):
-        net = DiT(NetworkSpec((4, 32, 32), 1000, second_time=False), *SIZES[size])
+        net = DiT(NetworkSpec((4, 32, 32), 1000, second_time=False), *DIT_SIZES[size])
     n = sum(p.numel() for p in net.parameters())
     assert abs(n / paper - 1) < 0.02, f"DiT-{size}/2 has {n / 1e6:.1f}M parameters, the paper {paper / 1e6:.0f}M"
 
@@ -103,7 +103,7 @@ def test_recipe_sizes_and_overrides(regs):
     from fewstep.networks.dit import dit_dims
 
     model = regs.networks.get("dit").model()
-    assert dit_dims(model.model_validate({"name": "dit"})) == SIZES["B"]
+    assert dit_dims(model.model_validate({"name": "dit"})) == DIT_SIZES["B"]
     assert dit_dims(model.model_validate({"name": "dit", "size": "S", "depth": 2})) == (384, 2, 6)
     with pytest.raises(ValueError, match="size is null: give hidden, depth and heads"):
         model.model_validate({"name": "dit", "size": None, "hidden": 32})  # the recipe refuses it

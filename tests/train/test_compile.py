@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from fewstep.flowmap import unwrap
-from fewstep.train import train_recipe
-from fewstep.train.checkpoint import latest_checkpoint
+from fewstep.networks.wrappers import unwrap
+from fewstep.api import train_recipe
+from fewstep.run.checkpoint import latest_checkpoint
 
 RECIPE = """\
 data: {{name: eight_gaussians}}

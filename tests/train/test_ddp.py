@@ -10,8 +10,8 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from fewstep.train import train_recipe
-from fewstep.train.checkpoint import latest_checkpoint
+from fewstep.api import train_recipe
+from fewstep.run.checkpoint import latest_checkpoint
 
 RECIPE = """\
 data: {name: eight_gaussians}
@@ -59,7 +59,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(write, 
 
 
 def test_each_process_takes_its_local_gpu_when_cuda_is_there(monkeypatch):
-    from fewstep.train.dist import Dist
+    from fewstep.run.dist import Dist
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     rank3 = Dist(rank=3, world=4, local_rank=3)

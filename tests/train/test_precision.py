@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from fewstep.train import train_recipe
-from fewstep.train.checkpoint import latest_checkpoint, load_state
+from fewstep.api import train_recipe
+from fewstep.run.checkpoint import latest_checkpoint, load_state
 from fewstep.train.precision import Precision
 
 RECIPE = """\

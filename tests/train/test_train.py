@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from fewstep.errors import CheckpointError, TrainingDiverged
-from fewstep.eval.evaluate import evaluate_run
-from fewstep.train import train_recipe
-from fewstep.train.checkpoint import checkpoint_dirs, latest_checkpoint
+from fewstep.api import evaluate_run
+from fewstep.api import train_recipe
+from fewstep.run.checkpoint import checkpoint_dirs, latest_checkpoint
 
 TINY = """\
 data: {{name: eight_gaussians}}

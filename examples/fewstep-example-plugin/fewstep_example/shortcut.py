@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from fewstep.flowmap import EMATarget
 from fewstep.interpolants import Interpolant, bcast
+from fewstep.objectives import EMATarget
 
 Tensor = torch.Tensor
 

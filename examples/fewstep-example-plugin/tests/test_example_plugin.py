@@ -15,7 +15,7 @@ import fewstep_example
 from fewstep.config import load_recipe
 from fewstep.plugins import load_registries
 from fewstep.testing import check_component, conformance_cases
-from fewstep.train import train_recipe
+from fewstep.api import train_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PLUGIN = "example"  # the entry point's name in pyproject.toml: what Entry.plugin holds

@@ -213,7 +213,7 @@ def test_default_sampler_is_restart_through_sigma_0_821(write, regs):
 
 def test_setup_reads_the_run_length(write, regs):
     from fewstep.config import load_recipe
-    from fewstep.train.components import build_components
+    from fewstep.run.components import build_components
 
     comps = build_components(load_recipe(write("ct.yaml", RECIPE), ["train.steps=4000"], regs), regs, "cpu")
     assert comps.objective.total_steps == 4000 and comps.objective.num_points(500) == 21
@@ -259,8 +259,8 @@ def test_bad_configuration_is_one_line_exit_2(write, override, expect):
 def test_short_training_run_improves_one_and_two_step_sw2(write, tmp_path, regs):
     # The untrained map already outputs N(0, 0.5^2)-like points (SW2 ~0.17 to the std-0.5 data), so a
     # short run cannot halve the 1-step figure; the full toy recipe takes it to ~0.06.
-    from fewstep.eval.evaluate import evaluate_run
-    from fewstep.train import train_recipe
+    from fewstep.api import evaluate_run
+    from fewstep.api import train_recipe
 
     text = RECIPE.replace("steps: 10, batch_size: 64", "steps: 800, batch_size: 256, ema_decay: 0.95, log_every: 100, "
                           "checkpoint_every: 800") + ("eval: {steps: [1, 2], reference_steps: null, n_samples: 2048, "

@@ -202,8 +202,8 @@ def test_recipe_shows_the_resolved_kernel_and_defaults(write, regs):
 
 @pytest.mark.slow
 def test_short_training_run_improves_one_step_sw2(write, tmp_path, regs):
-    from fewstep.eval.evaluate import evaluate_run
-    from fewstep.train import train_recipe
+    from fewstep.api import evaluate_run
+    from fewstep.api import train_recipe
 
     # IMM learns short jumps first and the 1-step map by induction: measured 0.169 -> 0.175 at 400
     # steps, 0.076 at 800 (1-step SW2, 2048 samples)
@@ -220,8 +220,8 @@ def test_short_training_run_improves_one_step_sw2(write, tmp_path, regs):
 def test_resume_with_an_ema_target_is_exact(write, tmp_path, regs):
     from safetensors.torch import load_file
 
-    from fewstep.train import train_recipe
-    from fewstep.train.checkpoint import latest_checkpoint
+    from fewstep.api import train_recipe
+    from fewstep.run.checkpoint import latest_checkpoint
 
     text = RECIPE.replace("k: 10}", "k: 10, target: ema, target_ema_decay: 0.9}").replace(
         "steps: 10,", "steps: 40, checkpoint_every: 20,") + f"output: {{dir: {tmp_path}}}\n"

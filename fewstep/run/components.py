@@ -10,6 +10,7 @@ import torch
 from fewstep.errors import ConfigError
 from fewstep.flowmap import FlowMap
 from fewstep.networks import NetworkSpec
+from fewstep.protocols import RunAware
 from fewstep.registry import Registries
 
 
@@ -60,7 +61,7 @@ def build_components(recipe, regs: Registries, device: torch.device | str | None
     fm = FlowMap(net, interpolant, recipe.flowmap.parameterisation, recipe.flowmap.second_time,
                  recipe.flowmap.time_scale, dataset.num_classes)
     obj = regs.objectives.build(recipe.objective, interpolant) if objective else None
-    if obj is not None and hasattr(obj, "setup"):
+    if isinstance(obj, RunAware):
         obj.setup(recipe)  # an objective may read the run's settings (e.g. train.steps for a curriculum)
     sampler = regs.samplers.build(recipe.sampler)
     return Components(recipe, dataset, interpolant, fm, obj, sampler, device)

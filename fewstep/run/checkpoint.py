@@ -1,15 +1,15 @@
 """Checkpoints: weights (raw + EMA) as safetensors with a config.json, plus a resumable state.
 
 Layout: ``<run>/checkpoints/step_0001000/{model,ema}.safetensors, config.json, state.pt``.
-Each checkpoint is written into a temporary directory and renamed into place, so a crash never
-leaves a half-written checkpoint where resume would look. ``state.pt`` holds only plain
-containers and tensors (optimizer state, step, EMA count), which ``torch.load`` reads with
-``weights_only=True``.
+Each checkpoint is written into a temporary directory and renamed into place
+(:func:`fewstep.files.atomic_dir`), so a crash never leaves a half-written checkpoint where resume
+would look. ``state.pt`` holds only plain containers and tensors (the training state registered in
+:class:`fewstep.train.state.TrainState`, and the step), which ``torch.load`` reads with
+``weights_only=True``: a checkpoint never runs code.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,9 +20,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fewstep.errors import CheckpointError
+from fewstep.files import atomic_dir
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 FILES = ("model.safetensors", "ema.safetensors", "config.json", "state.pt")
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The step of a checkpoint folder ``step_0001000`` (1000)."""
+    m = _STEP_DIR.match(Path(ckpt).name)
+    if not m:
+        raise CheckpointError(f"{ckpt}: not a checkpoint folder (step_<number>)")
+    return int(m.group(1))
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -30,12 +39,8 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = []
-    for d in root.iterdir():
-        m = _STEP_DIR.match(d.name)
-        if m and d.is_dir() and all((d / f).exists() for f in FILES):
-            found.append((int(m.group(1)), d))
-    return [d for _, d in sorted(found)]
+    found = [d for d in root.iterdir() if _STEP_DIR.match(d.name) and d.is_dir() and all((d / f).exists() for f in FILES)]
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -50,20 +55,13 @@ def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(run_dir: str | Path, step: int, net: torch.nn.Module, ema_net: torch.nn.Module,
                     state: dict[str, Any], config: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoint ``step`` atomically and keep only the ``keep`` most recent ones."""
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:07d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    final = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     meta = {"step": str(step)}
-    save_file(_tensors(net), str(tmp / "model.safetensors"), metadata=meta)
-    save_file(_tensors(ema_net), str(tmp / "ema.safetensors"), metadata=meta)
-    (tmp / "config.json").write_text(json.dumps({"step": step, "recipe": config}, indent=1))
-    torch.save({**state, "step": step}, tmp / "state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_file(_tensors(net), str(tmp / "model.safetensors"), metadata=meta)
+        save_file(_tensors(ema_net), str(tmp / "ema.safetensors"), metadata=meta)
+        (tmp / "config.json").write_text(json.dumps({"step": step, "recipe": config}, indent=1))
+        torch.save({**state, "step": step}, tmp / "state.pt")
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

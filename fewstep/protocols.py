@@ -1,0 +1,198 @@
+"""The contracts of every component kind, written down once as ``typing.Protocol``s.
+
+The core, ``docs/plugins.md`` and the conformance kit (:mod:`fewstep.testing`) share these. A component
+never has to inherit from them: having the members is enough (structural typing). Each is
+``runtime_checkable``, so ``isinstance(x, Proto)`` tells whether ``x`` has the members (not their
+signatures); the conformance kit then checks behaviour.
+
+What every component of a kind must have:
+
+- :class:`Objective` (``loss``), :class:`Sampler`, :class:`Dataset`, :class:`Metric`, :class:`Kernel`,
+  :class:`Network` (``net(x, t, s, cond)``). Interpolants derive from
+  :class:`fewstep.interpolants.Interpolant`, whose methods are the contract.
+
+What a component may add, each a protocol of its own that the core tests with ``isinstance``:
+
+- on an objective: :class:`Stateful` (checkpointed with the run), :class:`RunAware` (reads the run's
+  settings once, e.g. ``train.steps`` for a curriculum);
+- on a network: :class:`GroupedTimes` (takes one time per group of samples);
+- on a dataset: :class:`ImageData` (``kind == "images"``: decodes to uint8 for metrics and grids) and
+  :class:`StoredImages` (images held in memory, which ``fewstep encode`` reads);
+- on a Config model (the class or an instance): :class:`ChecksRecipe` (cross-section checks),
+  :class:`HasDefaultSampler` (an objective's sampler), :class:`HasEtaRange` (an interpolant's eta
+  range, checked against sampler times without torch), :class:`HasExample` (what the conformance kit
+  builds it with), :class:`HasExampleShape` (the sample shape the kit feeds a network).
+
+This module imports no torch (types only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Union, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import torch
+
+    from fewstep.data.base import Batch
+    from fewstep.flowmap import FlowMap
+    from fewstep.interpolants import Interpolant
+
+    Tensor = torch.Tensor
+
+__all__ = [
+    "ChecksRecipe", "Dataset", "GroupedTimes", "HasDefaultSampler", "HasEtaRange", "HasExample",
+    "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware", "Sampler",
+    "Stateful", "StoredImages",
+]
+
+Location = tuple  # a recipe location such as ("objective", "group_size")
+
+
+# --- objectives ----------------------------------------------------------------------------------
+@runtime_checkable
+class Objective(Protocol):
+    """``factory(cfg, interpolant) -> Objective``. ``loss`` returns the scalar loss of one step and a
+    dict of logged floats or 0-d tensors (averaged over each log interval into ``metrics.jsonl``)."""
+
+    def loss(self, flowmap: FlowMap, batch: Batch, step: int) -> tuple[Tensor, dict[str, Any]]: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """State checkpointed with the run and restored on resume (an EMA target network; values resolved
+    once for the run, such as a curriculum's length). ``state_dict`` holds tensors and plain
+    containers only (the checkpoint is read with ``torch.load(weights_only=True)``)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class RunAware(Protocol):
+    """``setup(recipe)`` is called once after the objective is built, before any checkpoint is loaded:
+    what it resolves from the run's settings and must not change on resume belongs in its state."""
+
+    def setup(self, recipe: Any) -> None: ...
+
+
+# --- samplers, kernels, networks -----------------------------------------------------------------
+@runtime_checkable
+class Sampler(Protocol):
+    """``factory(cfg) -> Sampler``: ``schedule(interpolant, n)`` gives the n + 1 descending times from T
+    to eps; ``sampler(flowmap, x_T, ts, cond, generator)`` maps x at ts[0] to a sample at ts[-1]
+    (``generator`` seeds any fresh noise). The flow map counts backbone calls (NFE)."""
+
+    name: str
+
+    def schedule(self, interpolant: Interpolant, n: int) -> Tensor: ...
+
+    def __call__(self, fm: FlowMap, x: Tensor, ts: Tensor, cond: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Kernel(Protocol):
+    """``kernel(a [G, M, D], b [G, M, D], w [G]) -> Gram [G, M, M]`` within each group."""
+
+    def __call__(self, a: Tensor, b: Tensor, w: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Network(Protocol):
+    """``factory(cfg, spec: NetworkSpec) -> nn.Module`` called as ``net(x, t, s, cond)``: x scaled by
+    c_in(t), t = c_noise(t), s the scaled second time input (None without one), cond integer labels
+    (None when unconditional; the null class is ``num_classes``). Returns G with x's shape."""
+
+    def __call__(self, x: Tensor, t: Tensor, s: Tensor | None = None, cond: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class GroupedTimes(Protocol):
+    """A backbone with ``grouped_times = True`` takes t and s as [G] for G groups of B/G consecutive
+    samples and embeds each distinct time once; others always get one time per sample."""
+
+    grouped_times: bool
+
+
+# --- data and metrics ----------------------------------------------------------------------------
+@runtime_checkable
+class Dataset(Protocol):
+    """``factory(cfg, sigma_d) -> Dataset``, sampled, not iterated: the same generator seed gives the
+    same :class:`~fewstep.data.base.Batch`, with overall std about sigma_d."""
+
+    kind: Literal["points", "images"]
+    shape: tuple[int, ...]
+    num_classes: int | None
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch: ...
+
+
+@runtime_checkable
+class ImageData(Protocol):
+    """An image dataset (``kind == "images"``): data space -> uint8 images [n, C, H, W] for metrics and grids."""
+
+    def to_uint8(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class StoredImages(Protocol):
+    """Images held in memory, what ``fewstep encode`` feeds a VAE: ``originals(start, stop)`` as uint8."""
+
+    labels: Tensor | None
+
+    def __len__(self) -> int: ...
+
+    def originals(self, start: int, stop: int) -> Tensor: ...
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """``factory(cfg) -> Metric`` called as ``metric(samples, reference, generator)``; lower is better.
+    ``"points"`` metrics get flat float tensors [n, D], ``"images"`` metrics uint8 images. Returns a
+    float (its column is the registry name) or a dict of labelled values."""
+
+    kind: Literal["points", "images"]
+
+    def __call__(self, samples: Tensor, reference: Tensor, generator: torch.Generator | None = None
+                 ) -> Union[float, dict[str, float]]: ...
+
+
+# --- optional members of Config models -----------------------------------------------------------
+@runtime_checkable
+class ChecksRecipe(Protocol):
+    """Cross-section checks of a component's Config, run by recipe validation: each problem is
+    ``(location, message)``, reported as ``file:line:col section.field: message``."""
+
+    def check_recipe(self, recipe: Any) -> list[tuple[Location, str]]: ...
+
+
+@runtime_checkable
+class HasDefaultSampler(Protocol):
+    """An objective Config's sampler section for recipes that leave ``sampler`` out."""
+
+    default_sampler: ClassVar[dict[str, Any]]
+
+
+@runtime_checkable
+class HasEtaRange(Protocol):
+    """An interpolant Config's (eta(eps), eta(T)) in closed form, so recipe validation can check sampler
+    times (``mid_etas``) without building the interpolant (no torch)."""
+
+    def eta_range(self) -> tuple[float, float]: ...
+
+
+@runtime_checkable
+class HasExample(Protocol):
+    """What the conformance kit builds a component with: ``example(folder)`` returns Config fields,
+    after writing any files they point at (a tiny image folder, encoded latents) into ``folder``."""
+
+    @classmethod
+    def example(cls, folder: Path) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class HasExampleShape(Protocol):
+    """One sample's shape that the conformance kit feeds a network (default (2,))."""
+
+    example_shape: ClassVar[tuple[int, ...]]

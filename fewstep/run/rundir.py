@@ -1,0 +1,164 @@
+"""Run directories: ``<output.dir>/<name>/<timestamp>/`` with the resolved recipe and provenance;
+finding the run to resume, and loading a trained run back."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fewstep.config import dump_recipe, recipe_dict, recipe_from_dict
+from fewstep.errors import CheckpointError
+from fewstep.files import write_text
+from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint, load_config, load_weights
+from fewstep.run.components import Components, build_components, set_threads
+from fewstep.version import __version__
+
+# Recipe fields that may differ when a run is resumed, in two kinds:
+# - bookkeeping, which does not change what is trained: the run's length (values derived from it,
+#   such as CT's curriculum, are resolved once and kept in the run's state), the log, checkpoint and
+#   sample intervals, how many checkpoints to keep, and the output, eval and sampler sections;
+# - numerics (NUMERIC_CHANGES): the device, CPU threads, precision and torch.compile. The run continues
+#   from its checkpoint, but not bit for bit as an uninterrupted run would (other kernels, other float
+#   rounding; a switch to fp16 starts a fresh loss scale), and training says so when it resumes.
+NUMERIC_CHANGES = {("train", "device"), ("train", "threads"), ("train", "precision"), ("train", "compile")}
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
+                     ("train", "keep_checkpoints"), ("train", "sample_every"), ("output",), ("eval",), ("sampler",),
+                     *NUMERIC_CHANGES}
+
+
+def group_dir(recipe, recipe_path: str | Path | None) -> Path:
+    """``<output.dir>/<output.name or the recipe file's stem>``: where a recipe's runs go."""
+    name = recipe.output.name or (Path(recipe_path).stem if recipe_path else "run")
+    return Path(recipe.output.dir) / name
+
+
+def new_run_dir(group: Path) -> Path:
+    """A fresh ``<group>/<timestamp>`` (suffixed -1, -2, ... when taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = group / stamp
+    i = 1
+    while run.exists():
+        run, i = group / f"{stamp}-{i}", i + 1
+    return run
+
+
+def recipe_diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
+    """Dotted paths where two resolved recipe dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            if k == "_provenance":
+                continue
+            out += recipe_diff(a.get(k), b.get(k), prefix + (k,))
+        return out
+    return [] if a == b else [prefix]
+
+
+def _changes(run_dir: Path, recipe) -> list[tuple]:
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return []
+    return recipe_diff(load_config(ckpt).get("recipe", {}), recipe_dict(recipe))
+
+
+def _within(path: tuple, prefixes) -> bool:
+    return any(path[: len(p)] == p for p in prefixes)
+
+
+def blocking_changes(run_dir: Path, recipe) -> list[str]:
+    """Recipe fields that differ from the run's checkpoint in ways that forbid resuming."""
+    return [".".join(map(str, d)) for d in _changes(run_dir, recipe) if not _within(d, RESUMABLE_CHANGES)]
+
+
+def numeric_changes(run_dir: Path, recipe) -> list[str]:
+    """Fields that differ from the run's checkpoint and make the resumed run not bit-exact (NUMERIC_CHANGES)."""
+    return [".".join(map(str, d)) for d in _changes(run_dir, recipe) if _within(d, NUMERIC_CHANGES)]
+
+
+def is_finished(run_dir: Path) -> bool:
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return False
+    cfg = load_config(ckpt)
+    return cfg["step"] >= cfg["recipe"]["train"]["steps"]
+
+
+def find_resumable(group: Path, recipe) -> Path | None:
+    """The newest unfinished run of this group whose recipe allows resuming, if any."""
+    if not group.is_dir():
+        return None
+    for run in sorted((d for d in group.iterdir() if d.is_dir()), reverse=True):
+        if latest_checkpoint(run) is None:
+            continue
+        if not is_finished(run) and not blocking_changes(run, recipe):
+            return run
+        return None  # only the newest run with a checkpoint is a candidate
+    return None
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_recipe(run_dir: Path, recipe, regs) -> Path:
+    """Save the resolved recipe with the fewstep version, plugin versions and git revision."""
+    plugins = {p.name: f"{p.dist or p.module} {p.version or ''}".strip() for p in regs.plugins if p.status == "ok"}
+    header = {"fewstep": __version__, "git": git_revision(), "plugins": plugins,
+              "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return write_text(run_dir / "recipe.yaml", dump_recipe(recipe, header))
+
+
+def resolve_run(path: str | Path) -> Path:
+    """A run directory, or a group directory (its newest run with a checkpoint)."""
+    p = Path(path)
+    if (p / "recipe.yaml").exists():
+        return p
+    if p.is_dir():
+        runs = sorted((d for d in p.iterdir() if (d / "recipe.yaml").exists()), reverse=True)
+        for run in runs:
+            if latest_checkpoint(run) is not None:
+                return run
+        if runs:
+            return runs[0]
+    raise CheckpointError(f"{p}: not a run directory (no recipe.yaml); pass runs/<name>/<timestamp> "
+                          "or runs/<name>")
+
+
+def load_run_recipe(run_dir: Path, regs):
+    """The validated recipe saved in a run directory."""
+    path = run_dir / "recipe.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a recipe (a mapping of sections)")
+    data.pop("_provenance", None)
+    return recipe_from_dict(data, regs, path=str(path))
+
+
+def load_run(path: str | Path, regs, device: str | None = None, use_ema: bool | None = None
+             ) -> tuple[Path, Components, Any, int]:
+    """Rebuild a run's components with the weights of its latest checkpoint, in eval mode.
+
+    Returns (run_dir, components, flow map, checkpoint step); ``use_ema=None`` follows eval.use_ema.
+    """
+    run = resolve_run(path)
+    recipe = load_run_recipe(run, regs)
+    use_ema = recipe.eval.use_ema if use_ema is None else use_ema
+    set_threads(recipe.train.threads)
+    comps = build_components(recipe, regs, device or recipe.train.device, objective=False)
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise CheckpointError(f"{run}: no checkpoint yet; train it first (fewstep train ...)")
+    load_weights(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), comps.net)
+    comps.net.eval()
+    return run, comps, comps.flowmap, checkpoint_step(ckpt)
