@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fewstep.errors import CheckpointError
+from fewstep.errors import CheckpointError, ConfigError
 
 __all__ = ["evaluate_run", "sample_run", "train_recipe"]
 
@@ -89,6 +89,8 @@ def sample_run(path: str | Path, steps: Sequence[int] = (1, 2, 4, 8), *, n: int 
     from fewstep.plugins import get_registries
     from fewstep.run.rundir import load_run
 
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'samples.png'}")
     regs = registries or get_registries()
     run_dir, comps, fm, step = load_run(path, regs, device)
     smp = sampler_named(comps, regs, sampler)

@@ -12,9 +12,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Iterator, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from fewstep.errors import PluginError, UnknownComponentError
+from fewstep.validation import StrictModel
 
 KINDS = ("interpolants", "networks", "kernels", "objectives", "samplers", "datasets", "metrics")
 # Recipe section -> registry kind, for messages ("objective 'x'" rather than "objectives 'x'").
@@ -29,10 +30,9 @@ SINGULAR = {
 }
 
 
-class ComponentConfig(BaseModel):
-    """Base of every component's Config: unknown fields are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class ComponentConfig(StrictModel):
+    """Base of every component's Config: unknown fields are errors, values are validated on assignment,
+    booleans are not numbers and floats are finite (:class:`fewstep.validation.StrictModel`)."""
 
 
 def resolve(ref: Callable | str) -> Any:

@@ -20,17 +20,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from fewstep.config.recipe import resolve_sampler, validate
+from fewstep.config.recipe import MAX_SEED, resolve_sampler, validate
 from fewstep.config.source import load_yaml, set_value
 from fewstep.errors import ConfigError, RecipeError
+from fewstep.validation import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class _Strict(StrictModel):
+    """Bench file sections: unknown fields, booleans for numbers and non-finite floats are errors."""
 
 
 class EntrySpec(_Strict):
@@ -40,11 +44,11 @@ class EntrySpec(_Strict):
 
 
 class BenchEval(_Strict):
-    steps: list[int] = Field([1, 2, 4, 8], description="Step counts to evaluate.")
+    steps: list[Annotated[int, Field(ge=1)]] = Field([1, 2, 4, 8], min_length=1, description="Step counts to evaluate.")
     reference_steps: Optional[int] = Field(64, ge=1, description="Also this many steps, as a many-step reference.")
     metrics: Optional[list[Union[str, dict[str, Any]]]] = Field(None, description="Metrics; null = each recipe's.")
     n_samples: Optional[int] = Field(None, ge=2, description="Samples per step count; null = each recipe's.")
-    seeds: list[int] = Field([0], min_length=1, description="Sampling seeds per trained model (mean and spread).")
+    seeds: list[Seed] = Field([0], min_length=1, description="Sampling seeds per trained model (mean and spread).")
 
 
 class BenchSpec(_Strict):
@@ -53,7 +57,7 @@ class BenchSpec(_Strict):
     data: Optional[list[Union[str, dict[str, Any]]]] = Field(
         None, description="Data sets, each entry trained on each; null = each recipe's own data.")
     shared: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every entry.")
-    seeds: list[int] = Field([0], min_length=1, description="Training seeds (train.seed); a run per seed.")
+    seeds: list[Seed] = Field([0], min_length=1, description="Training seeds (train.seed); a run per seed.")
     eval: BenchEval = Field(default_factory=BenchEval)
     checks: list[str] = Field(default_factory=list, description='Claims such as "energy: imm@2 <= fm@8".')
 

@@ -5,12 +5,14 @@ are imported only when a component is built, so ``fewstep check`` and ``fewstep 
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+import math
+from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
 
 from fewstep.hookspecs import hookimpl
 from fewstep.networks import DIT_SIZES
+from fewstep.protocols import HasEtaRange
 from fewstep.registry import ComponentConfig
 
 
@@ -27,13 +29,27 @@ class InterpolantConfig(ComponentConfig):
         return self
 
 
+class OTFMConfig(InterpolantConfig):
+    """OT-FM: alpha_t = 1 - t, sigma_t = t."""
+
+    def eta_range(self) -> tuple[float, float]:
+        """(eta(eps), eta(T)) with eta_t = t / (1 - t) (no torch: recipe validation uses it)."""
+        return self.eps / (1 - self.eps), (self.T / (1 - self.T) if self.T < 1 else math.inf)
+
+
 class CosineConfig(InterpolantConfig):
+    """VP-cosine: alpha_t = cos(pi t / 2), sigma_t = sin(pi t / 2)."""
+
     T: float = Field(0.996, gt=0, le=1, description="Largest time T (IMM App. I.1: 0.996 for the cosine path, eta_max ~ 160).")
+
+    def eta_range(self) -> tuple[float, float]:
+        """(eta(eps), eta(T)) with eta_t = tan(pi t / 2) (no torch: recipe validation uses it)."""
+        return math.tan(0.5 * math.pi * self.eps), (math.tan(0.5 * math.pi * self.T) if self.T < 1 else math.inf)
 
 
 @hookimpl
 def fewstep_register_interpolants(registry):
-    registry.add("ot_fm", "fewstep.interpolants:build_ot_fm", InterpolantConfig,
+    registry.add("ot_fm", "fewstep.interpolants:build_ot_fm", OTFMConfig,
                  "OT-FM / rectified flow path: alpha_t = 1 - t, sigma_t = t")
     registry.add("vp_cosine", "fewstep.interpolants:build_vp_cosine", CosineConfig,
                  "variance-preserving cosine path: alpha_t = cos(pi t/2), sigma_t = sin(pi t/2)")
@@ -134,13 +150,30 @@ def fewstep_register_kernels(registry):
 class SamplerConfig(ComponentConfig):
     schedule: Literal["uniform", "eta", "edm"] = Field(
         "uniform", description="Time grid: uniform in t; 'eta' through mid_etas; 'edm' rho-schedule in eta.")
-    mid_etas: list[float] = Field(
+    mid_etas: list[Annotated[float, Field(gt=0)]] = Field(
         [1.4], description="Intermediate eta values for the 'eta' schedule when their count is steps-1 "
-                           "(IMM App. I.2: 2 steps through eta = 1.4).")
+                           "(IMM App. I.2: 2 steps through eta = 1.4); each strictly inside (eta(eps), eta(T)).")
     rho: float = Field(7.0, gt=0, description="rho of the 'edm' schedule (Karras et al. 2022).")
     guidance: float = Field(
         1.0, ge=0, description="Classifier-free guidance weight w on the backbone output G, for labelled data "
                                "(IMM Eq. 14; 1 = off; the released ImageNet sampler uses 1.5).")
+
+    def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
+        """The 'eta' schedule's mid_etas must be distinct and lie strictly inside (eta(eps), eta(T)) of the
+        recipe's interpolant (when its Config gives that range; the run checks every interpolant's)."""
+        if self.schedule != "eta":
+            return []
+        if len(set(self.mid_etas)) != len(self.mid_etas):
+            return [(("sampler", "mid_etas"), f"must be distinct (got {self.mid_etas})")]
+        ip = recipe.interpolant
+        if not isinstance(ip, HasEtaRange):
+            return []
+        lo, hi = ip.eta_range()
+        bad = [e for e in self.mid_etas if not lo < e < hi]
+        if bad:
+            return [(("sampler", "mid_etas"), f"{bad} outside ({lo:.4g}, {hi:.4g}), the eta range of interpolant "
+                                              f"{ip.name} between eps = {ip.eps} and T = {ip.T}")]
+        return []
 
 
 @hookimpl
@@ -206,7 +239,7 @@ class LatentsConfig(ComponentConfig):
     channel_mean: Optional[list[float]] = Field(
         None, description="Per-channel mean mu_c of the normalisation (z - mu) / sigma * sigma_d; null = the encoded "
                           "set's own (IMM ImageNet-256, sd-vae-ft-ema: [0.86488, -0.27787, 0.21617, 0.37384]).")
-    channel_std: Optional[list[float]] = Field(
+    channel_std: Optional[list[Annotated[float, Field(gt=0)]]] = Field(
         None, description="Per-channel std sigma_c; null = the encoded set's own (IMM: [4.85504, 5.31922, 3.93725, 3.98700]).")
     conditional: bool = Field(False, description="Class-conditional on the stored labels (IMM ImageNet: yes).")
     vae: Optional[str] = Field(None, description="VAE that decodes samples for metrics and grids; null = the encoder.")
@@ -235,7 +268,7 @@ class SW2Config(ComponentConfig):
 
 
 class MMDConfig(ComponentConfig):
-    bandwidths: Optional[list[float]] = Field(
+    bandwidths: Optional[list[Annotated[float, Field(gt=0)]]] = Field(
         None, description="Gaussian kernel bandwidths; null = median heuristic x (0.5, 1, 2).")
 
 

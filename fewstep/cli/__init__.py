@@ -11,6 +11,11 @@ import typer
 
 from fewstep.errors import FewstepError, debug
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException
+
 app = typer.Typer(
     name="fewstep",
     help="Train and compare few-step generative models (IMM, consistency training, flow matching).",
@@ -40,9 +45,10 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every error a user can cause is one line on stderr, never a traceback
+    (``FEWSTEP_DEBUG=1`` shows it): exit 2 for input to fix (a recipe, a flag), 1 for a run that failed."""
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="fewstep", standalone_mode=False)
     except FewstepError as exc:  # raised outside a command (plugin loading); commands use clean_errors
         if debug():
             raise
@@ -50,6 +56,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print_error(exc)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except ClickException as exc:  # a bad flag or argument: one line instead of Click's usage block
+        if debug():
+            raise
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "fewstep"
+        print(f"error: {where}: {exc.format_message()} (see {where} -h)", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
         print("interrupted; the last checkpoint is intact (run the same command to resume)", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

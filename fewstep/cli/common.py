@@ -20,9 +20,10 @@ def parse_steps(text: str) -> list[int]:
     try:
         steps = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated step counts such as 1,2,4,8 (got {text!r})") from None
+        raise typer.BadParameter(f"expected comma-separated step counts such as 1,2,4,8 (got {text!r})",
+                                 param_hint="--steps") from None
     if not steps or min(steps) < 1:
-        raise typer.BadParameter(f"step counts must be positive (got {text!r})")
+        raise typer.BadParameter(f"step counts must be positive (got {text!r})", param_hint="--steps")
     return steps
 
 

@@ -35,7 +35,7 @@ def encode(
         key, sep, raw = item.partition("=")
         if not sep or not key.startswith("data."):
             raise ConfigError(f"--set {item}: encode takes data.<field>=value")
-        spec[key[5:]] = parse_scalar(raw)
+        spec[key[5:]] = parse_scalar(raw, f"--set {item}")
     entry = get_registries().datasets.get(data)
     try:
         cfg = entry.model().model_validate(spec)

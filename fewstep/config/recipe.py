@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
 
 from fewstep.errors import RecipeError
 from fewstep.protocols import ChecksRecipe, HasDefaultSampler
 from fewstep.registry import Entry, Registries, Registry, ref_fields
+from fewstep.validation import StrictModel
 
 # Recipe section -> registry kind
 COMPONENTS = {
@@ -29,8 +30,12 @@ COMPONENTS = {
 DEFAULT_NAMES = {"interpolant": "ot_fm"}
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+Beta = Annotated[float, Field(ge=0, lt=1)]
+MAX_SEED = 2**62  # torch takes seeds below 2^64; offsets (seed + 4, + 104729 rank) must stay below it
+
+
+class Section(StrictModel):
+    """A core recipe section (flowmap, train, eval, output): strict like every component Config."""
 
 
 class FlowMapConfig(Section):
@@ -50,7 +55,7 @@ class TrainConfig(Section):
     batch_size: int = Field(4096, ge=1, description="Global batch size (IMM Table 5: 4096).")
     optimizer: Literal["adam", "adamw", "radam"] = Field("radam", description="IMM Table 5 CIFAR-10: RAdam.")
     lr: float = Field(1e-4, gt=0, description="Learning rate after warm-up (IMM Table 5: 1e-4).")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas (IMM Table 5).")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="Adam betas, each in [0, 1) (IMM Table 5).")
     adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon (IMM Table 5).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (IMM Table 5: 0).")
     warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (not stated by IMM: 0).")
@@ -63,7 +68,7 @@ class TrainConfig(Section):
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
         "tf32", description="tf32: TensorFloat-32 matmuls on CUDA (IMM Table 5; fp32 on a CPU); bf16/fp16: autocast "
                             "forwards, fp16 with loss scaling (IMM App. I.6: fp16 for the DiT-XL headline).")
-    seed: int = Field(0, description="Every random stream derives from (seed, rank, step).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Every random stream derives from (seed, rank, step).")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")
     threads: Optional[int] = Field(
         1, ge=1, description="torch CPU threads; on a loaded 2-core machine 1 can be 5-70x faster than 2.")
@@ -122,7 +127,7 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         metrics=(Annotated[list[_union(regs.metrics)], BeforeValidator(_metric_list)],
                  Field(default_factory=lambda: [{"name": n} for n in ("sw2", "mmd", "energy") if n in regs.metrics],
                        validate_default=True, description="Metrics by name, or {name: ..., options}.")),
-        seed=(int, Field(1234, description="Seed of the sampling noise and of the fresh data.")),
+        seed=(int, Field(1234, ge=0, le=MAX_SEED, description="Seed of the sampling noise and of the fresh data.")),
         use_ema=(bool, Field(True, description="Evaluate the EMA weights (IMM evaluates EMA).")),
     )
     fields: dict[str, Any] = {
@@ -184,7 +189,7 @@ def validate(source, regs: Registries):
             where, loc = source.locate(err["loc"])
             problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {_message(err)}")
     if recipe is not None and not problems:
-        for loc, msg in resolve_refs(recipe, regs) or cross_check(recipe, regs):
+        for loc, msg in resolve_refs(recipe, regs) or cross_check(resolve_sampler(recipe, regs), regs):
             where, loc = source.locate(loc)
             problems.append(f"{where} {'.'.join(map(str, loc))}: {msg}")
     if problems:

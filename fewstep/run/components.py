@@ -64,7 +64,19 @@ def build_components(recipe, regs: Registries, device: torch.device | str | None
     if isinstance(obj, RunAware):
         obj.setup(recipe)  # an objective may read the run's settings (e.g. train.steps for a curriculum)
     sampler = regs.samplers.build(recipe.sampler)
+    check_schedules(sampler, interpolant, recipe.eval.step_counts())
     return Components(recipe, dataset, interpolant, fm, obj, sampler, device)
+
+
+def check_schedules(sampler, interpolant, step_counts: list[int]) -> None:
+    """The sampler's time grid for each step count the run will sample, built once before anything is
+    trained or written: a grid the interpolant cannot give (say mid_etas outside (eta(eps), eta(T)))
+    is a ConfigError now, not a traceback when the first sample grid is drawn."""
+    for n in step_counts:
+        try:
+            sampler.schedule(interpolant, n)
+        except ValueError as exc:
+            raise ConfigError(f"sampler: the {n}-step schedule: {exc}") from None
 
 
 def flowmap_for(comps: Components, net: torch.nn.Module) -> FlowMap:

@@ -14,8 +14,11 @@ One step, for a batch of B samples (research/peers.md §3.3-3.4):
    the target is x_r itself (= f(x_r, eps, eps) exactly: the flow map's boundary);
 4. loss = mean_i lambda_i d(y_i, y~_i), d the pseudo-Huber distance on the whole sample.
 
-Two forward passes per step. The curriculum reads the step counter only, so a resumed run continues
-it exactly and the objective keeps no state.
+Two forward passes per step. The curriculum reads the step counter and the run length it was sized
+for; that length (K of iCT, the stage length of ECT) is resolved once from ``train.steps`` when the
+run starts and kept in the objective's state, so a resumed run continues the same curriculum even when
+``train.steps`` is extended. Every metrics line carries the curriculum's position: ``ct_N`` (iCT's
+number of grid points N(k)) or ``ct_stage`` (ECT's stage).
 """
 from __future__ import annotations
 
@@ -100,12 +103,25 @@ class ConsistencyTraining:
 
     def setup(self, recipe) -> None:
         """Read the run's length: iCT's curriculum spans train.steps (unless curriculum_steps is set),
-        and ECT's stage is train.steps / 8 steps (unless stage_every is set)."""
+        and ECT's stage is train.steps / 8 steps (unless stage_every is set). A resumed run then
+        restores the values of its first session (:meth:`load_state_dict`)."""
         steps = recipe.train.steps
         if self.cfg.curriculum_steps is None:
             self.total_steps = steps
         if self.cfg.stage_every is None:
             self.stage_every = max(1, steps // 8)
+
+    # --- state: the run length the curriculum was sized for, kept on resume ----------------------
+    def state_dict(self) -> dict:
+        return {"total_steps": self.total_steps, "stage_every": self.stage_every}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the curriculum of the checkpointed run (a checkpoint of fewstep 0.1.0 has none:
+        the values from ``setup`` stand)."""
+        if state.get("total_steps") is not None:
+            self.total_steps = int(state["total_steps"])
+        if state.get("stage_every") is not None:
+            self.stage_every = int(state["stage_every"])
 
     # --- pieces, public so that tests and other objectives can use them ----------------------
     def grid(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,7 +161,7 @@ class ConsistencyTraining:
         i = torch.multinomial(probs, n, replacement=True)
         sig_r, sig_t = sig[i], sig[i + 1]
         pairs = Pairs(sig_r, sig_t, times[i], times[i + 1], ict_weight(sig_r, sig_t), i == 0,
-                      {"N": torch.tensor(float(big_n))})
+                      {"ct_N": torch.tensor(float(big_n))})
         return self._to(pairs, device)
 
     def _draw_ect(self, n: int, step: int, device) -> Pairs:
@@ -163,7 +179,7 @@ class ConsistencyTraining:
         gap = sig_t - sig_r
         weight = torch.where(gap > 0, 1.0 / gap.clamp_min(torch.finfo(D64).tiny), torch.zeros_like(gap))
         t, r = sigma_to_time(self.ip, sig_t, self.sigma_lo), sigma_to_time(self.ip, sig_r, self.sigma_lo)
-        pairs = Pairs(sig_r, sig_t, r, t, weight, at_end, {"stage": torch.tensor(float(stage))})
+        pairs = Pairs(sig_r, sig_t, r, t, weight, at_end, {"ct_stage": torch.tensor(float(stage))})
         return self._to(pairs, device)
 
     @staticmethod

@@ -178,3 +178,18 @@ def test_parallel_training_gives_the_same_results_as_sequential(bench_file, tmp_
     strip = lambda recs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds_per_step")}
                           for r in recs]  # noqa: E731
     assert strip(out["1"]) == strip(out["2"])
+
+
+@pytest.mark.parametrize("old, new, expect", [
+    ("seeds: [0, 1]}", "seeds: [0, true]}", "eval.seeds.1: expected a number, not the boolean true"),
+    ("steps: [1, 2], reference", "steps: [0, 2], reference", "eval.steps.0: input should be greater than or equal to 1"),
+    ("steps: [1, 2], reference", "steps: [], reference", "eval.steps: list should have at least 1 item"),
+    ("n_samples: 128", "n_samples: .inf", "eval.n_samples: input should be a finite number"),
+    ("train.steps: 20", "train.steps: false", "shared.train.steps) train.steps: expected a number"),
+])
+def test_bad_bench_values_are_one_line_each(bench_file, old, new, expect):
+    bench_file.write_text(BENCH.replace(old, new))
+    res = runner.invoke(app, ["bench", str(bench_file), "--check"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = res.output.strip().splitlines()  # a shared override is reported once per recipe it reaches
+    assert lines and all(expect.lower() in line.lower() for line in lines), res.output

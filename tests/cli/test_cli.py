@@ -121,3 +121,23 @@ def test_debug_shows_the_traceback(tiny, write, monkeypatch):
     monkeypatch.setenv("FEWSTEP_DEBUG", "1")
     res = run("check", write("bad.yaml", "data: [\n"))
     assert res.exit_code == 1 and res.exception is not None
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["eval", "runs/x", "--samples", "1"], "error: fewstep eval: Invalid value for '--n' / '--samples': "),
+    (["sample", "runs/x", "--seed", str(2**64)], "error: fewstep sample: Invalid value for '--seed': "),
+    (["sample", "runs/x", "--steps", "1,x"], "error: fewstep sample: Invalid value for --steps: expected comma"),
+    (["nosuch"], "error: fewstep: No such command 'nosuch'."),
+    (["check"], "error: fewstep check: Missing argument 'RECIPE'."),
+])
+def test_a_bad_flag_is_one_line_exit_2(args, expect, tmp_path):
+    """The console script (not Typer's runner): Click's usage block becomes one line."""
+    out = subprocess.run([sys.executable, "-m", "fewstep", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(expect), out.stderr
+
+
+def test_sample_out_must_be_a_file_name(tiny, tmp_path):
+    assert run("train", tiny, "-q").exit_code == 0
+    res = run("sample", tmp_path / "runs" / "tiny", "--out", tmp_path)
+    assert res.exit_code == 2 and res.output.strip() == f"error: --out {tmp_path}: is a folder; give a file name such as {tmp_path / 'samples.png'}"

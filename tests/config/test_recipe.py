@@ -102,7 +102,7 @@ def test_interpolant_range_is_validated(write, regs):
 
 def test_missing_file(regs, tmp_path):
     [line] = problems(tmp_path / "nope.yaml", regs)
-    assert "cannot read recipe" in line
+    assert "cannot read" in line
 
 
 def test_schema_covers_installed_components(regs):
@@ -119,3 +119,48 @@ def test_set_reaches_into_a_component_given_by_its_bare_name(regs, write):
                            "train: {batch_size: 64}\n")
     r = load_recipe(path, ["objective.kernel.eps=1e-6", "data.noise=0.2"], regs)
     assert (r.objective.kernel.name, r.objective.kernel.eps, r.data.name, r.data.noise) == ("laplace", 1e-6, "moons", 0.2)
+
+
+# --- values a field's maths cannot use ---------------------------------------------------------
+@pytest.mark.parametrize("text, expect", [
+    ("  steps: true", "train.steps: expected a number, not the boolean true"),
+    ("  lr: .inf", "train.lr: input should be a finite number"),
+    ("  lr: .nan", "train.lr: input should be a finite number"),
+    ("  betas: [0.9, 1.0]", "train.betas.1: input should be less than 1"),
+    ("  seed: -1", "train.seed: input should be greater than or equal to 0"),
+    ("eval: {seed: 9223372036854775807}", "eval.seed: input should be less than or equal to 4611686018427387904"),
+    ("eval: {steps: [1, true]}", "eval.steps.1: expected a number, not the boolean true"),
+    ("sampler: {name: euler, schedule: eta, mid_etas: [0.0]}", "sampler.mid_etas.0: input should be greater than 0"),
+    ("sampler: {name: euler, schedule: eta, mid_etas: [1.0, 1.0]}", "sampler.mid_etas: must be distinct"),
+    ("sampler: {name: euler, schedule: eta, mid_etas: [200.0]}",
+     "sampler.mid_etas: [200.0] outside (0.006036, 165.7), the eta range of interpolant ot_fm"),
+])
+def test_values_the_maths_cannot_use_are_one_line(write, regs, text, expect):
+    key = text.split(":")[0] + ":"
+    body = "".join(line for line in BASE.splitlines(keepends=True) if not line.startswith(key))
+    path = write("r.yaml", body + text + "\n")
+    [line] = problems(path, regs)
+    assert expect in line and line.startswith(f"{path}:")
+
+
+def test_mid_etas_are_checked_against_the_recipes_own_interpolant(write, regs):
+    cosine = BASE + "interpolant: {name: vp_cosine, T: 0.9}\nsampler: {name: euler, schedule: eta, mid_etas: [7.0]}\n"
+    [line] = problems(write("r.yaml", cosine), regs)
+    assert "outside (0.009425, 6.314)" in line  # tan(pi * 0.006 / 2), tan(pi * 0.9 / 2)
+    # the objective's default sampler is checked too: IMM's eta = 1.4 is beyond eta(T) for T = 0.55
+    [line] = problems(write("i.yaml", BASE.replace("name: fm", "name: imm") + "interpolant: {T: 0.55}\n"), regs)
+    assert "sampler.mid_etas: [1.4] outside" in line
+    # other schedules ignore mid_etas
+    assert load_recipe(write("u.yaml", BASE + "sampler: {name: euler, mid_etas: [500.0]}\n"), registries=regs)
+
+
+def test_a_run_refuses_a_schedule_its_interpolant_cannot_give_before_writing(write, regs, tmp_path):
+    """An interpolant whose Config gives no eta range is checked when the run is built."""
+    from fewstep.errors import ConfigError
+    from fewstep.run.components import check_schedules
+    from fewstep.interpolants import OTFM
+    from fewstep.samplers import Pushforward
+
+    with pytest.raises(ConfigError, match="sampler: the 2-step schedule: mid_etas \\[500.0\\] must lie strictly"):
+        check_schedules(Pushforward("eta", (500.0,)), OTFM(0.5), [1, 2, 4])
+    check_schedules(Pushforward("eta", (500.0,)), OTFM(0.5), [1, 4])  # a 1.4-free grid is fine

@@ -144,6 +144,8 @@ def test_ema_target_follows_the_weights():
 
 
 def test_checkpointed_state_resumes_the_ema_exactly():
+    """The EMA target theta- <- d theta- + (1 - d) theta (shortcut models' bootstrap EMA; fewstep's
+    EMATarget) restored from the objective's state continues bit for bit: torch.equal, not allclose."""
     ip = OTFM(SIGMA_D)
     cfg = ShortcutConfig(target="ema", target_ema_decay=0.9)
     fm_a = FlowMap(ProbeNet(2), ip, "euler_fm", "stride")
@@ -157,8 +159,10 @@ def test_checkpointed_state_resumes_the_ema_exactly():
     resumed = Shortcut(cfg, ip)
     resumed.load_state_dict(b.state_dict())  # ... and resumed in a fresh process
     _step(resumed, fm_b, 2)
-    for p, q in zip(a._ema.net.parameters(), resumed._ema.net.parameters()):
-        assert torch.allclose(p, q, rtol=1e-12)
+    pairs = list(zip(a._ema.net.parameters(), resumed._ema.net.parameters()))
+    assert len(pairs) == 3
+    for p, q in pairs:
+        assert torch.equal(p, q)
 
 
 def test_recipe_check_refuses_a_flow_map_without_a_second_time():

@@ -52,7 +52,7 @@ def test_ict_loss_equals_the_closed_form():
     x = data()
     torch.manual_seed(7)
     loss, logs = obj.loss(fm, Batch(x), 0)
-    assert logs["N"].item() == 11.0 and logs["N"].ndim == 0
+    assert logs["ct_N"].item() == 11.0 and logs["ct_N"].ndim == 0
     torch.manual_seed(7)  # replay: grid index, then noise
     n = 11
     a, b = SIGMA_LO ** (1 / 7), 80 ** (1 / 7)
@@ -83,7 +83,7 @@ def test_ect_loss_equals_the_closed_form():
     x = data()
     torch.manual_seed(3)
     loss, logs = obj.loss(fm, Batch(x), 150)  # stage 1
-    assert logs["stage"].item() == 1.0
+    assert logs["ct_stage"].item() == 1.0
     torch.manual_seed(3)  # replay: sigma_t, then noise
     sig_t = torch.exp(-1.1 + 2.0 * torch.randn(64, dtype=D64)).clamp(SIGMA_LO, 80.0)
     noise = 0.5 * torch.randn(64, 2, dtype=D64)
@@ -160,15 +160,16 @@ def test_shared_dropout_replays_the_rng_for_the_target_pass(shared):
 
 
 def test_imm_with_one_particle_and_the_energy_kernel_is_ct_with_squared_l2():
-    """IMM Lemma 1 / App. G.1 through both plugins' public functions: IMM(M = 1, energy kernel) gives
-    mean_i w(t_i) 2 w~_i^2 ||y_i - y~_i||^2 / D; CT with d = ||.||^2 and those weights gives the same."""
+    """IMM Lemma 1 / App. G.1 through both plugins' public functions: IMM(M = 1, energy kernel
+    k = -w~^2 ||a - b||^2 / D) gives MMD^2 = 2 w~^2 ||y - y~||^2 / D, so the loss is
+    mean_i w(t_i) 2 w~_i^2 ||y_i - y~_i||^2 / D with w(t) of IMM Eq. 13 and w~ = 1/|c_out(s, t)|
+    (App. C.8) written out for OT-FM / Euler-FM; CT with d = ||.||^2 and those weights gives the same."""
     from fewstep_imm import IMMConfig
     from fewstep_imm.objective import IMM
-    from fewstep_imm.weighting import kernel_bandwidth
 
     obj, ip = ct(distance="squared_l2")
-    imm = IMM(IMMConfig(group_size=1, kernel="energy"), ip)
-    fm = FlowMap(ProbeNet(), ip, "euler_fm", "s")
+    imm = IMM(IMMConfig(group_size=1, kernel="energy", a=1.5, b=4.0), ip)
+    fm = RecordingFlowMap(ProbeNet(), ip, "euler_fm", "s")
     x = data()
     torch.manual_seed(0)
     p = obj.draw(64, 1000)
@@ -176,10 +177,21 @@ def test_imm_with_one_particle_and_the_energy_kernel_is_ct_with_squared_l2():
     x_t, x_r = ip.interpolate(x, noise, p.t), ip.interpolate(x, noise, p.r)
     s = torch.full_like(p.t, EPS)
     imm_loss, _ = imm.matching_loss(fm, x_t, x_r, s, p.r, p.t)
-    weight = imm.weight(p.t) * 2 * kernel_bandwidth(fm, s, p.t) ** 2 / 2  # D = 2
+    online, target = fm.f_calls
+    assert torch.equal(online["x_t"], x_t) and torch.equal(target["x_t"], x_r)
+    assert torch.equal(online["t"], p.t) and torch.equal(target["t"], p.r) and torch.equal(target["s"], s)
+    t = p.t
+    # IMM Eq. 13 under OT-FM: 1/2 sigmoid(b - lambda_t) (-d lambda/dt) alpha_t^a / (alpha_t^2 + sigma_t^2),
+    # alpha = 1 - t, sigma = t, lambda_t = 2 log((1 - t)/t), -d lambda/dt = 2/(t (1 - t)); a = 1.5, b = 4
+    w = 0.5 * torch.sigmoid(4.0 - 2 * torch.log((1 - t) / t)) * 2 / (t * (1 - t)) * (1 - t) ** 1.5 / ((1 - t) ** 2 + t**2)
+    w_tilde = 1 / (0.5 * (t - EPS))  # Euler-FM: c_out(s, t) = -sigma_d (t - s)
+    D = 2
+    weight = w * 2 * w_tilde**2 / D
+    expected = (weight * (online["out"] - target["out"]).pow(2).sum(1)).mean()
+    assert torch.allclose(imm_loss, expected, rtol=1e-10, atol=0)
     ct_loss, per_sample = obj.pair_loss(fm, x_t, x_r, p.r, p.t, weight)
     assert per_sample.shape == (64,)
-    assert torch.allclose(ct_loss, imm_loss, rtol=1e-10)
+    assert torch.allclose(ct_loss, expected, rtol=1e-10, atol=0)
 
 
 def test_curriculum_length_must_be_known():
