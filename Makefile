@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo results clean
+.PHONY: setup test lint demo results clean
 
 EXAMPLE := examples/fewstep-example-plugin
 
@@ -20,7 +20,11 @@ $(VENV)/.installed: pyproject.toml Makefile $(EXAMPLE)/pyproject.toml
 setup: $(VENV)/.installed
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 demo: setup
 	$(VENV)/bin/fewstep train recipes/imm_toy.yaml

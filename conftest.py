@@ -1,4 +1,5 @@
-"""Shared fixtures for tests/ and plugins/*/tests: one torch thread (2 on a loaded 2-core machine can be 5-70x slower), no hub access."""
+"""Shared fixtures for tests/ and plugins/*/tests: one torch thread (2 on a loaded 2-core machine can be
+5-70x slower), no hub access."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 def pytest_configure(config):

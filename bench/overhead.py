@@ -27,9 +27,8 @@ import math
 import tempfile
 from pathlib import Path
 
-import torch
-
 import common as C
+import torch
 
 
 # --- the maths, written directly -----------------------------------------------------------------

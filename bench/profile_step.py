@@ -22,10 +22,9 @@ import pstats
 import tempfile
 from pathlib import Path
 
-import torch
-
 import common as C
 import overhead as O
+import torch
 
 
 def _variants(p_fm, p_imm, M: int) -> dict:
@@ -127,7 +126,9 @@ def torch_profile(args, device) -> None:
     print(f"== torch.profiler: {args.profile_steps} steps of fewstep.train.loop.train, {args.recipe} "
           f"(includes the final checkpoint)")
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=args.rows, max_name_column_width=40))
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=args.rows,
+                                                               max_name_column_width=40)
+    print(table)
 
 
 def python_profile(args, device) -> None:

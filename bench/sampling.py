@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 import common as C
+import torch
 
 
 def main() -> None:
@@ -29,7 +28,8 @@ def main() -> None:
     from fewstep.samplers import Pushforward, generate
 
     recipe, comps = C.load(args.recipe, device, None)
-    if (recipe.interpolant.name, recipe.flowmap.parameterisation, recipe.flowmap.second_time) != ("ot_fm", "euler_fm", "s"):
+    setup = (recipe.interpolant.name, recipe.flowmap.parameterisation, recipe.flowmap.second_time)
+    if setup != ("ot_fm", "euler_fm", "s"):
         raise SystemExit("the bare sampler covers OT-FM + euler_fm + second_time s")
     fm, net, ip = comps.flowmap, comps.net.eval(), comps.interpolant
     sampler = comps.sampler if comps.sampler.name == "pushforward" else Pushforward()
@@ -44,18 +44,19 @@ def main() -> None:
         u = torch.randn((B, *shape), device=device)
 
         @torch.no_grad()
-        def bare_forward():
+        def bare_forward(u=u, t_in=t_in, s_in=s_in):
             return net(u, t_in, s_in)
 
         @torch.no_grad()
-        def bare_sampler(gen=None):
+        def bare_sampler(gen=None, B=B, t_in=t_in, s_in=s_in):
             x = sd * torch.randn((B, *shape), generator=gen, device=device)
             return x - (sd * (T - eps)) * net(c_in * x, t_in, s_in)
 
-        def framework(gen=None):
+        def framework(gen=None, B=B):
             return generate(fm, sampler, 1, B, shape, generator=gen, device=device, batch_size=B)[0]
 
-        seed = lambda: torch.Generator(device).manual_seed(3)  # noqa: E731
+        def seed():
+            return torch.Generator(device).manual_seed(3)
         a, b = framework(seed()), bare_sampler(seed())
         err = (a - b).abs().max().item()
         if err > 1e-5 * max(1.0, a.abs().max().item()):

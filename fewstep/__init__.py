@@ -9,6 +9,7 @@ from __future__ import annotations
 from fewstep.hookspecs import hookimpl
 from fewstep.registry import ComponentConfig
 from fewstep.version import __version__
+
 __all__ = ["ComponentConfig", "InterpolantConfig", "SamplerConfig", "hookimpl", "__version__"]
 
 

@@ -32,8 +32,14 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     from fewstep.plugins import get_registries
     from fewstep.run.components import build_components, set_threads
     from fewstep.run.dist import from_env
-    from fewstep.run.rundir import (blocking_changes, find_resumable, group_dir, new_run_dir, numeric_changes,
-                                    write_recipe)
+    from fewstep.run.rundir import (
+        blocking_changes,
+        find_resumable,
+        group_dir,
+        new_run_dir,
+        numeric_changes,
+        write_recipe,
+    )
     from fewstep.train.loop import train
 
     regs = registries or get_registries()

@@ -47,6 +47,11 @@ class PluginError(ConfigError):
     """A plugin failed to load (strict mode) or two plugins registered one name."""
 
 
+class MissingResource(ConfigError):
+    """Data or weights that are not on this machine (a data set to fetch, weights to place): the message
+    says which file goes where. Tests and the conformance kit skip on this error, and on no other."""
+
+
 class CheckpointError(ConfigError):
     """A checkpoint or run directory is missing, corrupt or does not match the recipe."""
 

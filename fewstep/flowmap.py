@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fewstep.interpolants import Interpolant, OTFM, bcast
+from fewstep.interpolants import OTFM, Interpolant, bcast
 from fewstep.protocols import GroupedTimes
 
 Tensor = torch.Tensor

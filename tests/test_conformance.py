@@ -47,6 +47,35 @@ class Loose(ComponentConfig):
     model_config = {"extra": "allow"}
 
 
+def test_only_missing_data_is_skipped_and_other_errors_fail(tmp_path):
+    """The kit skips a dataset whose files are not on this machine, and fails one that errs otherwise."""
+    from fewstep.errors import ConfigError, MissingResource
+    from fewstep.testing import check_dataset
+
+    def missing(cfg, sigma_d):
+        raise MissingResource("data: not here; fetch it")
+
+    def broken(cfg, sigma_d):
+        raise ConfigError("data.root: a bug that reads like bad input")
+
+    with pytest.raises(pytest.skip.Exception, match="not here"):
+        check_dataset(_entry("datasets", missing))
+    with pytest.raises(ConfigError, match="a bug"):
+        check_dataset(_entry("datasets", broken))
+
+
+def test_examples_build_real_image_folders_and_latents():
+    """image_folder and latents are checked on files the kit writes, not skipped."""
+    from fewstep.plugins import load_registries
+
+    regs = load_registries(env={}, warn=False)
+    for name in ("image_folder", "latents"):
+        try:
+            check_component(regs.datasets.get(name))
+        except pytest.skip.Exception as exc:
+            pytest.fail(f"{name} was skipped, not checked: {exc}")
+
+
 def test_each_check_fails_on_a_broken_component():
     with pytest.raises(AssertionError, match="kernel 'x' .*k\\(a, a\\) is not symmetric"):
         check_kernel(_entry("kernels", lambda cfg: Asymmetric()))

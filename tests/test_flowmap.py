@@ -408,9 +408,9 @@ def test_times_that_do_not_group_the_batch_are_refused():
 
 
 def test_ema_target_copies_then_follows_the_weights_and_resumes():
-    from fewstep.objectives import EMATarget
     from fewstep.interpolants import OTFM
     from fewstep.networks.mlp import MLP
+    from fewstep.objectives import EMATarget
 
     torch.manual_seed(0)
     fm = FlowMap(MLP((2,), width=8, depth=1, emb_dim=4), OTFM(0.5), "euler_fm", "s")

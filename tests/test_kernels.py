@@ -143,10 +143,10 @@ def test_mmd2_matches_explicit_v_statistic(kernel):
     for gi in range(2):
         tot = 0.0
         for j in range(3):
-            for l in range(3):
-                yy = kernel(y[gi:gi + 1, j:j + 1], y[gi:gi + 1, l:l + 1], w[gi:gi + 1]).item()
-                tt = kernel(y_tilde[gi:gi + 1, j:j + 1], y_tilde[gi:gi + 1, l:l + 1], w[gi:gi + 1]).item()
-                yt = kernel(y[gi:gi + 1, j:j + 1], y_tilde[gi:gi + 1, l:l + 1], w[gi:gi + 1]).item()
+            for m in range(3):
+                yy = kernel(y[gi:gi + 1, j:j + 1], y[gi:gi + 1, m:m + 1], w[gi:gi + 1]).item()
+                tt = kernel(y_tilde[gi:gi + 1, j:j + 1], y_tilde[gi:gi + 1, m:m + 1], w[gi:gi + 1]).item()
+                yt = kernel(y[gi:gi + 1, j:j + 1], y_tilde[gi:gi + 1, m:m + 1], w[gi:gi + 1]).item()
                 tot += yy + tt - 2 * yt
         assert got[gi].item() == pytest.approx(tot / 9, rel=1e-10, abs=1e-14)
 

@@ -11,7 +11,6 @@ from fewstep.kernels import Energy, Laplace
 from fewstep.plugins import load_registries
 from fewstep.registry import Ref, build_ref, component_ref, ref_fields
 
-
 KernelRef = Ref("kernels")
 
 

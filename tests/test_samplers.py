@@ -5,8 +5,17 @@ from torch import nn
 
 from fewstep.flowmap import FlowMap
 from fewstep.interpolants import OTFM, VPCosine
-from fewstep.samplers import (Euler, Heun, Pushforward, Restart, edm_schedule, eta_schedule, generate,
-                              make_schedule, uniform_schedule)
+from fewstep.samplers import (
+    Euler,
+    Heun,
+    Pushforward,
+    Restart,
+    edm_schedule,
+    eta_schedule,
+    generate,
+    make_schedule,
+    uniform_schedule,
+)
 
 D64 = torch.float64
 SIGMA_D = 0.5

@@ -97,7 +97,8 @@ def markdown(results: dict[str, Any]) -> str:
         for metric in metrics:
             lines.append(f"| {metric} | " + " | ".join(_step_label(results, k) for k in steps) + " |")
             lines.append("|---|" + "---:|" * len(steps))
-            lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells, _ in _rows(results, data, metric, steps)]
+            lines += [f"| {label} | " + " | ".join(cells) + " |"
+                      for label, cells, _ in _rows(results, data, metric, steps)]
             floor = _floor(results, data, metric)
             if floor is not None:
                 lines.append(f"| data vs data (floor) | {floor:.4g} |" + " |" * (len(steps) - 1))

@@ -84,8 +84,8 @@ def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, lo
 
 def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
     """Train one job in a worker process (``--jobs``): the recipe travels as its resolved dict."""
-    from fewstep.config import recipe_from_dict
     from fewstep.api import train_recipe
+    from fewstep.config import recipe_from_dict
     from fewstep.plugins import get_registries
 
     regs = get_registries()

@@ -29,7 +29,6 @@ from fewstep.config.source import load_yaml, set_value
 from fewstep.errors import ConfigError, RecipeError
 from fewstep.validation import StrictModel
 
-
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 

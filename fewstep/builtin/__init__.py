@@ -6,6 +6,7 @@ are imported only when a component is built, so ``fewstep check`` and ``fewstep 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import Field, model_validator
@@ -18,9 +19,12 @@ from fewstep.registry import ComponentConfig
 
 # --- interpolants ------------------------------------------------------------------------------
 class InterpolantConfig(ComponentConfig):
-    sigma_d: float = Field(0.5, gt=0, description="Std of the data and of the prior N(0, sigma_d^2 I) (IMM Table 5: 0.5).")
-    eps: float = Field(0.006, ge=0, lt=1, description="Smallest time eps_t (IMM App. I.1: 0.006 for pixels, 0 for latents).")
-    T: float = Field(0.994, gt=0, le=1, description="Largest time T, where sampling starts (IMM App. I.1: 0.994 for OT-FM).")
+    sigma_d: float = Field(
+        0.5, gt=0, description="Std of the data and of the prior N(0, sigma_d^2 I) (IMM Table 5: 0.5).")
+    eps: float = Field(
+        0.006, ge=0, lt=1, description="Smallest time eps_t (IMM App. I.1: 0.006 for pixels, 0 for latents).")
+    T: float = Field(
+        0.994, gt=0, le=1, description="Largest time T, where sampling starts (IMM App. I.1: 0.994 for OT-FM).")
 
     @model_validator(mode="after")
     def _range(self):
@@ -40,7 +44,8 @@ class OTFMConfig(InterpolantConfig):
 class CosineConfig(InterpolantConfig):
     """VP-cosine: alpha_t = cos(pi t / 2), sigma_t = sin(pi t / 2)."""
 
-    T: float = Field(0.996, gt=0, le=1, description="Largest time T (IMM App. I.1: 0.996 for the cosine path, eta_max ~ 160).")
+    T: float = Field(
+        0.996, gt=0, le=1, description="Largest time T (IMM App. I.1: 0.996 for the cosine path, eta_max ~ 160).")
 
     def eta_range(self) -> tuple[float, float]:
         """(eta(eps), eta(T)) with eta_t = tan(pi t / 2) (no torch: recipe validation uses it)."""
@@ -101,7 +106,8 @@ class DiTConfig(ComponentConfig):
     hidden: Optional[int] = Field(None, ge=4, description="Token width, overriding size's (DiT Table 1; "
                                                           "divisible by 4 for the 2D sin-cos position embedding).")
     depth: Optional[int] = Field(None, ge=1, description="Number of DiT blocks, overriding size's (DiT Table 1).")
-    heads: Optional[int] = Field(None, ge=1, description="Attention heads, overriding size's (DiT Table 1); must divide hidden.")
+    heads: Optional[int] = Field(
+        None, ge=1, description="Attention heads, overriding size's (DiT Table 1); must divide hidden.")
     patch: int = Field(2, ge=1, description="Patch side p; must divide the image side (DiT: 2, 4 or 8; IMM uses 2).")
     mlp_ratio: float = Field(4.0, gt=0, description="MLP width / hidden in each block (DiT: 4).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on attention weights and the MLP hidden layer "
@@ -208,39 +214,62 @@ class SpiralConfig(ComponentConfig):
 
 
 class DigitsConfig(ComponentConfig):
-    size: Literal[8, 16, 32] = Field(8, description="Image side in pixels: the 8x8 originals, or bilinear upsamplings for UNets.")
-    conditional: bool = Field(False, description="Class-conditional on the digit label (10 classes, plus a null class for CFG).")
+    size: Literal[8, 16, 32] = Field(
+        8, description="Image side in pixels: the 8x8 originals, or bilinear upsamplings for UNets.")
+    conditional: bool = Field(
+        False, description="Class-conditional on the digit label (10 classes, plus a null class for CFG).")
     xflip: bool = Field(False, description="Mirror half of each batch left-right (data augmentation; off for digits).")
 
 
 class CIFAR10Config(ComponentConfig):
-    example_config: ClassVar[dict] = {"download": False}  # the conformance kit never downloads
+    @classmethod
+    def example(cls, folder: Path) -> dict:
+        """The conformance kit never downloads: it checks CIFAR-10 where the data already is."""
+        return {"download": False}
+
     root: str = Field("data", description="Folder holding (or to receive) cifar-10-batches-py/.")
     download: bool = Field(True, description="Download the 163 MB archive when it is missing (torchvision).")
-    split: Literal["train", "test"] = Field("train", description="50k training images (what FID is measured against) or the 10k test images.")
-    conditional: bool = Field(False, description="Class-conditional on the 10 labels (IMM's CIFAR-10 model is unconditional).")
+    split: Literal["train", "test"] = Field(
+        "train", description="50k training images (what FID is measured against) or the 10k test images.")
+    conditional: bool = Field(
+        False, description="Class-conditional on the 10 labels (IMM's CIFAR-10 model is unconditional).")
     xflip: bool = Field(True, description="Mirror half of each batch left-right (IMM Table 5, CIFAR-10: x-flip on).")
 
 
 class ImageFolderConfig(ComponentConfig):
-    example_config: ClassVar[dict] = {"root": "data/images-missing"}  # skipped by the kit unless present
+    @classmethod
+    def example(cls, folder: Path) -> dict:
+        """Two class subfolders of small PNGs (fewstep.testing.fixtures.image_folder), read as 8 x 8."""
+        from fewstep.testing.fixtures import image_folder
 
-    root: str = Field(description="Folder of images (png, jpg, bmp, webp), searched recursively; class subfolders give labels.")
-    size: int = Field(64, ge=4, description="Side in pixels: short side resized to size, then centre-cropped (ADM/EDM).")
+        return {"root": str(image_folder(folder / "images")), "size": 8, "conditional": True}
+
+
+    root: str = Field(
+        description="Folder of images (png, jpg, bmp, webp), searched recursively; class subfolders give labels.")
+    size: int = Field(
+        64, ge=4, description="Side in pixels: short side resized to size, then centre-cropped (ADM/EDM).")
     channels: Literal[1, 3] = Field(3, description="3 = RGB, 1 = greyscale.")
     conditional: bool = Field(False, description="Class-conditional on the subfolder names (sorted).")
     xflip: bool = Field(False, description="Mirror half of each batch left-right.")
 
 
 class LatentsConfig(ComponentConfig):
-    example_config: ClassVar[dict] = {"root": "data/latents-missing"}  # skipped by the kit unless encoded
+    @classmethod
+    def example(cls, folder: Path) -> dict:
+        """Digits encoded by a tiny random AutoencoderKL (fewstep.testing.fixtures.encoded_latents)."""
+        from fewstep.testing.fixtures import encoded_latents
+
+        return {"root": str(encoded_latents(folder)), "conditional": True}
+
 
     root: str = Field(description="Folder written by `fewstep encode` (latents.safetensors + meta.json).")
     channel_mean: Optional[list[float]] = Field(
         None, description="Per-channel mean mu_c of the normalisation (z - mu) / sigma * sigma_d; null = the encoded "
                           "set's own (IMM ImageNet-256, sd-vae-ft-ema: [0.86488, -0.27787, 0.21617, 0.37384]).")
     channel_std: Optional[list[Annotated[float, Field(gt=0)]]] = Field(
-        None, description="Per-channel std sigma_c; null = the encoded set's own (IMM: [4.85504, 5.31922, 3.93725, 3.98700]).")
+        None, description="Per-channel std sigma_c; null = the encoded set's own "
+                          "(IMM: [4.85504, 5.31922, 3.93725, 3.98700]).")
     conditional: bool = Field(False, description="Class-conditional on the stored labels (IMM ImageNet: yes).")
     vae: Optional[str] = Field(None, description="VAE that decodes samples for metrics and grids; null = the encoder.")
 

@@ -28,7 +28,8 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fewstep.cli import bench, check, encode, eval as eval_cmd, new_plugin, plugins, sample, schema, train
+    from fewstep.cli import bench, check, encode, new_plugin, plugins, sample, schema, train
+    from fewstep.cli import eval as eval_cmd
 
     app.command("train")(train.train)
     app.command("sample")(sample.sample)

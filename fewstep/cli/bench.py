@@ -12,11 +12,14 @@ from fewstep.cli.common import DeviceOpt, clean_errors, err
 @clean_errors
 def bench(
     bench_file: Annotated[str, typer.Argument(metavar="BENCH", help="A bench file, e.g. recipes/bench_toy.yaml.")],
-    out: Annotated[Optional[str], typer.Option("--out", metavar="DIR", help="Output folder; default: runs/bench/<name>.")] = None,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", metavar="DIR", help="Output folder; default: runs/bench/<name>.")] = None,
     device: DeviceOpt = None,
-    check_only: Annotated[bool, typer.Option("--check", help="Validate the bench file and every recipe it expands to; train nothing.")] = False,
+    check_only: Annotated[bool, typer.Option(
+        "--check", help="Validate the bench file and every recipe it expands to; train nothing.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a check of the bench file fails.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Train missing runs in N processes (CPU: one per core).")] = 1,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Train missing runs in N processes (CPU: one per core).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train what has no finished run (resuming what was interrupted), evaluate every entry at every

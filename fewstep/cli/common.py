@@ -10,9 +10,12 @@ import typer
 from fewstep.errors import FewstepError, debug
 
 RecipeArg = Annotated[str, typer.Argument(metavar="RECIPE", help="A recipe YAML file, e.g. recipes/fm_toy.yaml.")]
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run directory (runs/<name>/<timestamp>) or runs/<name> for its newest run.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="PATH=VALUE", help="Override a recipe field, e.g. --set train.lr=3e-4 (repeatable).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE", help="cpu, cuda, cuda:1; default: the recipe's (auto).")]
+RunArg = Annotated[str, typer.Argument(
+    metavar="RUN", help="A run directory (runs/<name>/<timestamp>) or runs/<name> for its newest run.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="PATH=VALUE", help="Override a recipe field, e.g. --set train.lr=3e-4 (repeatable).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", metavar="DEVICE", help="cpu, cuda, cuda:1; default: the recipe's (auto).")]
 
 
 def parse_steps(text: str) -> list[int]:

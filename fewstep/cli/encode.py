@@ -10,8 +10,10 @@ from fewstep.cli.common import DeviceOpt, SetOpt, clean_errors, err
 
 @clean_errors
 def encode(
-    data: Annotated[str, typer.Option("--data", metavar="NAME", help="A registered image dataset (cifar10, digits, ...).")],
-    vae: Annotated[str, typer.Option("--vae", metavar="ID|DIR", help="AutoencoderKL: a hub id (stabilityai/sd-vae-ft-ema) or a local folder.")],
+    data: Annotated[str, typer.Option(
+        "--data", metavar="NAME", help="A registered image dataset (cifar10, digits, ...).")],
+    vae: Annotated[str, typer.Option(
+        "--vae", metavar="ID|DIR", help="AutoencoderKL: a hub id (stabilityai/sd-vae-ft-ema) or a local folder.")],
     out: Annotated[str, typer.Option("--out", metavar="DIR", help="Folder for latents.safetensors and meta.json.")],
     set_: SetOpt = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per VAE call.")] = 64,
@@ -19,12 +21,15 @@ def encode(
 ) -> None:
     """Store every image's posterior mean and std, its label and the channel statistics.
 
-    Example: fewstep encode --data cifar10 --set data.root=data --vae stabilityai/sd-vae-ft-ema --out data/cifar10-latents
+    Example: fewstep encode --data cifar10 --set data.root=data --vae stabilityai/sd-vae-ft-ema
+    --out data/cifar10-latents
     Then train on it with data: {name: latents, root: data/cifar10-latents}.
     """
+    from pydantic import ValidationError
+
     from fewstep.config.source import parse_scalar
     from fewstep.data.latents import encode_images, load_vae, write_latents
-    from fewstep.errors import ConfigError
+    from fewstep.errors import ConfigError, RecipeError
     from fewstep.plugins import get_registries
     from fewstep.protocols import StoredImages
     from fewstep.run.components import resolve_device
@@ -39,8 +44,9 @@ def encode(
     entry = get_registries().datasets.get(data)
     try:
         cfg = entry.model().model_validate(spec)
-    except Exception as exc:  # pydantic's message, one line per problem
-        raise ConfigError(f"--data {data}: {exc}".replace("\n", " ")) from None
+    except ValidationError as exc:  # one line per problem, named by its flag
+        raise RecipeError([f"--set data.{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else
+                           f"--data {data}: {e['msg']}" for e in exc.errors(include_url=False)]) from None
     ds = entry.build(cfg, 0.5)
     if not isinstance(ds, StoredImages):
         raise ConfigError(f"--data {data}: not an image dataset held in memory (kind {ds.kind})")

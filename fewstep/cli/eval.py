@@ -12,9 +12,15 @@ from fewstep.cli.common import DeviceOpt, RunArg, clean_errors, parse_steps
 @clean_errors
 def evaluate(
     run: RunArg,
-    steps: Annotated[Optional[str], typer.Option("--steps", metavar="1,2,4,8", help="Step counts; default: the recipe's eval.steps.")] = None,
-    n: Annotated[Optional[int], typer.Option("--n", "--samples", metavar="N", min=2, help="Samples per step count; default: eval.n_samples (under torchrun write --samples: torchrun takes --n for its own --nnodes).")] = None,
-    sampler: Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help="Another registered sampler (pushforward, restart, euler, heun, ...).")] = None,
+    steps: Annotated[Optional[str], typer.Option(
+        "--steps", metavar="1,2,4,8", help="Step counts; default: the recipe's eval.steps.")] = None,
+    n: Annotated[Optional[int], typer.Option(
+        "--n", "--samples", metavar="N", min=2,
+        help="Samples per step count; default: eval.n_samples (under torchrun write --samples: torchrun takes --n "
+             "for its own --nnodes).")] = None,
+    sampler: Annotated[Optional[str], typer.Option(
+        "--sampler", metavar="NAME",
+        help="Another registered sampler (pushforward, restart, euler, heun, ...).")] = None,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout instead of a table.")] = False,
 ) -> None:

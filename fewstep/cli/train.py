@@ -13,10 +13,13 @@ from fewstep.cli.common import DeviceOpt, RecipeArg, SetOpt, clean_errors, err
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    run_dir: Annotated[Optional[str], typer.Option("--run-dir", metavar="DIR", help="Train (or resume) in this run directory.")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run even if an unfinished one can be resumed.")] = False,
+    run_dir: Annotated[Optional[str], typer.Option(
+        "--run-dir", metavar="DIR", help="Train (or resume) in this run directory.")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start a new run even if an unfinished one can be resumed.")] = False,
     device: DeviceOpt = None,
-    stop_after: Annotated[Optional[int], typer.Option("--stop-after", metavar="N", min=1, help="Stop this session after N steps (resumable).")] = None,
+    stop_after: Annotated[Optional[int], typer.Option(
+        "--stop-after", metavar="N", min=1, help="Stop this session after N steps (resumable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train a recipe; resumes its newest unfinished run from the latest checkpoint.

@@ -59,7 +59,8 @@ class TrainConfig(Section):
     adam_eps: float = Field(1e-8, gt=0, description="Adam epsilon (IMM Table 5).")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (IMM Table 5: 0).")
     warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up steps (not stated by IMM: 0).")
-    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the global grad norm; null = off (not stated by IMM).")
+    grad_clip: Optional[float] = Field(
+        None, gt=0, description="Clip the global grad norm; null = off (not stated by IMM).")
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay of the evaluation weights (IMM Table 5).")
     accumulate: int = Field(1, ge=1, description="Gradient accumulation: each process runs this many shards of its "
                                                   "share of batch_size per optimiser step.")
@@ -121,7 +122,8 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         "EvalConfig",
         __base__=EvalBase,
         steps=(list[Annotated[int, Field(ge=1)]], Field([1, 2, 4, 8], description="Step counts to evaluate.")),
-        reference_steps=(Optional[int], Field(64, ge=1, description="Also evaluate this many steps as a reference; null = off.")),
+        reference_steps=(Optional[int], Field(
+            64, ge=1, description="Also evaluate this many steps as a reference; null = off.")),
         n_samples=(int, Field(4096, ge=2, description="Samples per step count (and fresh data per comparison).")),
         batch_size=(int, Field(4096, ge=1, description="Sampling batch size.")),
         metrics=(Annotated[list[_union(regs.metrics)], BeforeValidator(_metric_list)],
@@ -135,8 +137,8 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         "network": (_union(regs.networks), Field(description="The backbone (by name)")),
         "interpolant": (
             _union(regs.interpolants),
-            Field(default_factory=(lambda: tagged(default_ip)(name=DEFAULT_NAMES["interpolant"])) if default_ip else None,
-                  description="The interpolant (by name); default ot_fm"),
+            Field(default_factory=(lambda: tagged(default_ip)(name=DEFAULT_NAMES["interpolant"]))
+                  if default_ip else None, description="The interpolant (by name); default ot_fm"),
         ),
         "objective": (_union(regs.objectives), Field(description="The training objective (by name)")),
         "sampler": (Optional[_union(regs.samplers)],

@@ -161,7 +161,8 @@ def load_yaml(path: str | Path) -> Source:
         raise RecipeError([f"{where} YAML syntax error: {exc.problem or exc.context}"]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (checked before parsing)
         line = text.count("\n", 0, exc.position) + 1
-        raise RecipeError([f"{path}:{line} not a YAML text: the character {chr(exc.character)!r} is not allowed"]) from None
+        raise RecipeError([f"{path}:{line} not a YAML text: the character {chr(exc.character)!r} "
+                           "is not allowed"]) from None
     except yaml.YAMLError as exc:
         raise RecipeError([f"{path} YAML error: {' '.join(str(exc).split())}"]) from None
     finally:
@@ -188,7 +189,8 @@ def read_text(path: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise RecipeError([f"{path}:{line} not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"]) from None
+        raise RecipeError([f"{path}:{line} not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                           "save the file as UTF-8"]) from None
 
 
 def apply_overrides(source: Source, overrides: list[str] | tuple[str, ...]) -> Source:

@@ -98,7 +98,7 @@ def load_cifar10(root: str = "data", split: str = "train", download: bool = True
     """
     from pathlib import Path
 
-    from fewstep.errors import ConfigError
+    from fewstep.errors import MissingResource
 
     try:
         from torchvision.datasets import CIFAR10
@@ -106,9 +106,10 @@ def load_cifar10(root: str = "data", split: str = "train", download: bool = True
         ds = CIFAR10(str(root), train=split == "train", download=download)
     except Exception as exc:  # noqa: BLE001 - offline download, missing or corrupt files
         where = Path(root).resolve() / "cifar-10-batches-py"
-        why = (f"could not be downloaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        why = (f"could not be downloaded ({type(exc).__name__}: {detail})"
                if download else "download is off")
-        raise ConfigError(f"data: CIFAR-10 is not in {where} and {why}; fetch {CIFAR10_URL} and "
+        raise MissingResource(f"data: CIFAR-10 is not in {where} and {why}; fetch {CIFAR10_URL} and "
                           f"extract it into {Path(root).resolve()}, or set data.root to where it is") from None
     pixels = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, 32, 32]
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
@@ -126,12 +127,12 @@ def load_image_folder(root: str, size: int, sigma_d: float = 0.5, conditional: b
 
     from PIL import Image
 
-    from fewstep.errors import ConfigError
+    from fewstep.errors import ConfigError, MissingResource
 
     base = Path(root)
     files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if base.is_dir() else []
     if not files:
-        raise ConfigError(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) under {base.resolve()}")
+        raise MissingResource(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) under {base.resolve()}")
     classes = sorted({p.parent.relative_to(base).as_posix() for p in files})
     if conditional and classes == ["."]:
         raise ConfigError(f"data.conditional: {base} has no class subfolders to take labels from")

@@ -2,9 +2,10 @@
 
 ``fewstep encode`` runs a diffusers AutoencoderKL over an image dataset once and stores, for every
 image, the posterior mean and std (float16) with its label, plus ``meta.json`` (the VAE, the image
-size, the per-channel mean and std of the latents ``mean + std z`` that training draws). Training draws ``mean + std z`` each time a
-latent is used and normalises it per channel: ``(z - mu_c) / sigma_c * sigma_d`` (IMM uses its own
-ImageNet-256 statistics for sd-vae-ft-ema, given in the recipe; by default the stored ones).
+size, the per-channel mean and std of the latents ``mean + std z`` that training draws). Training
+draws ``mean + std z`` each time a latent is used and normalises it per channel:
+``(z - mu_c) / sigma_c * sigma_d`` (IMM uses its own ImageNet-256 statistics for sd-vae-ft-ema, given in
+the recipe; by default the stored ones).
 Samples are decoded back to images for metrics and grids with the same VAE.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fewstep.data.base import Batch
-from fewstep.errors import ConfigError
+from fewstep.errors import ConfigError, MissingResource
 from fewstep.files import atomic_path, write_json
 
 # IMM's ImageNet-256 latent statistics for stabilityai/sd-vae-ft-ema (released config; research/imm.md §6).
@@ -29,11 +30,13 @@ def load_vae(name: str, device="cpu"):
     from diffusers import AutoencoderKL
 
     try:
-        return AutoencoderKL.from_pretrained(name).to(device).eval().requires_grad_(False)
+        vae = AutoencoderKL.from_pretrained(name, low_cpu_mem_usage=False)  # (no accelerate needed)
+        return vae.to(device).eval().requires_grad_(False)
     except Exception as exc:  # noqa: BLE001 - offline hub, missing folder, bad files
-        raise ConfigError(f"vae {name!r} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                          "give a local folder with config.json and diffusion_pytorch_model.safetensors, or a hub id "
-                          "such as stabilityai/sd-vae-ft-ema on a machine with network (or a filled HF cache)") from None
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise MissingResource(f"vae {name!r} could not be loaded ({type(exc).__name__}: {detail}); give a local "
+                              "folder with config.json and diffusion_pytorch_model.safetensors, or a hub id such as "
+                              "stabilityai/sd-vae-ft-ema on a machine with network (or a filled HF cache)") from None
 
 
 def _to_vae_input(u8: torch.Tensor) -> torch.Tensor:
@@ -43,7 +46,8 @@ def _to_vae_input(u8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(vae, images_u8: torch.Tensor, batch_size: int = 64, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(vae, images_u8: torch.Tensor, batch_size: int = 64, progress=None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior (mean, std) of every image, float16 on the CPU."""
     device = next(vae.parameters()).device
     means, stds = [], []
@@ -89,7 +93,7 @@ class LatentDataset:
 
         root = Path(root)
         if not (root / FILE).is_file() or not (root / META).is_file():
-            raise ConfigError(f"data.root: {root} holds no encoded latents ({FILE} and {META}); create them with "
+            raise MissingResource(f"data.root: {root} holds no encoded latents ({FILE} and {META}); create them with "
                               "`fewstep encode --data <image dataset> --vae <AutoencoderKL> --out <folder>`")
         t = load_file(str(root / FILE))
         self.meta = json.loads((root / META).read_text())

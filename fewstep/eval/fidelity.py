@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from fewstep.errors import ConfigError
+from fewstep.errors import ConfigError, MissingResource
 
 __all__ = ["INCEPTION_FILE", "UInt8Images", "fidelity", "inception_weights",
            "vgg16_weights"]
@@ -75,10 +75,10 @@ class UInt8Images(torch.utils.data.Dataset):
         return x.expand(3, -1, -1) if x.shape[0] == 1 else x
 
 
-def _weights_error(what: str, file: str, url: str, env: str, problem: str) -> ConfigError:
+def _weights_error(what: str, file: str, url: str, env: str, problem: str) -> MissingResource:
     ckpt = Path(torch.hub.get_dir()) / "checkpoints"
     field = ", or give that path in the recipe field `weights`" if what == "Inception" else ""
-    return ConfigError(f"{what} weights {problem}: fewstep never downloads them; fetch {file} from {url} "
+    return MissingResource(f"{what} weights {problem}: fewstep never downloads them; fetch {file} from {url} "
                        f"and put it in {ckpt}, or set {env}=/path/to/{file}{field}")
 
 

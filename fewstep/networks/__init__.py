@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # DiT sizes (hidden, depth, heads), DiT Table 1 (Peebles & Xie 2023): S 33M, B 130M, L 458M, XL 675M
 # parameters at patch 2 on 32x32x4 latents. Here (no torch) so that recipe validation can use it.
 DIT_SIZES = {"S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1152, 28, 16)}

@@ -161,7 +161,8 @@ class DiT(nn.Module):
 
 
 def dit_dims(cfg) -> tuple[int, int, int]:
-    """(hidden, depth, heads): cfg.size's row of :data:`~fewstep.networks.DIT_SIZES`, with cfg.hidden/depth/heads overriding."""
+    """(hidden, depth, heads): cfg.size's row of :data:`~fewstep.networks.DIT_SIZES`, with cfg.hidden, depth
+    and heads overriding."""
     base = DIT_SIZES[cfg.size] if cfg.size is not None else (None, None, None)
     dims = tuple(v if v is not None else b for v, b in zip((cfg.hidden, cfg.depth, cfg.heads), base))
     if None in dims:

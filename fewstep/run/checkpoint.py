@@ -39,7 +39,8 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [d for d in root.iterdir() if _STEP_DIR.match(d.name) and d.is_dir() and all((d / f).exists() for f in FILES)]
+    found = [d for d in root.iterdir()
+             if _STEP_DIR.match(d.name) and d.is_dir() and all((d / f).exists() for f in FILES)]
     return sorted(found, key=checkpoint_step)
 
 

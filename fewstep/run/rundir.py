@@ -138,7 +138,8 @@ def load_run_recipe(run_dir: Path, regs):
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {detail})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a recipe (a mapping of sections)")
     data.pop("_provenance", None)

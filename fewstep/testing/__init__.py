@@ -17,8 +17,17 @@
         check_component(entry)
 """
 from fewstep.testing.conformance import (
-    check_component, check_config, check_dataset, check_interpolant, check_kernel, check_metric,
-    check_network, check_objective, check_sampler, conformance_cases, tiny_recipe,
+    check_component,
+    check_config,
+    check_dataset,
+    check_interpolant,
+    check_kernel,
+    check_metric,
+    check_network,
+    check_objective,
+    check_sampler,
+    conformance_cases,
+    tiny_recipe,
 )
 from fewstep.testing.doubles import ProbeNet, RecordingFlowMap, backbone_inputs, rng_draws
 

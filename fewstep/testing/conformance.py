@@ -19,13 +19,24 @@ The checks need torch; they run in seconds on a CPU.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ValidationError
 
-from fewstep.protocols import (Dataset, GroupedTimes, HasExampleShape, ImageData, Kernel, Metric, Objective,
-                               Sampler, Stateful)
+from fewstep.protocols import (
+    Dataset,
+    GroupedTimes,
+    HasExample,
+    HasExampleShape,
+    ImageData,
+    Kernel,
+    Metric,
+    Objective,
+    Sampler,
+    Stateful,
+)
 from fewstep.registry import KINDS, SINGULAR, Entry, resolve
 from fewstep.testing.doubles import backbone_inputs
 
@@ -215,22 +226,34 @@ def check_objective(entry: Entry, config: dict[str, Any] | None = None, registri
     _assert(isinstance(logs, dict), entry, "logs must be a dict")
     for key, v in logs.items():
         ok = isinstance(v, (int, float)) or (torch.is_tensor(v) and v.ndim == 0)
-        _assert(ok and bool(torch.isfinite(torch.as_tensor(v))), entry, f"log {key!r} must be a finite number or 0-d tensor")
+        _assert(ok and bool(torch.isfinite(torch.as_tensor(v))), entry,
+                f"log {key!r} must be a finite number or 0-d tensor")
     if isinstance(comps.objective, Stateful):
         comps.objective.load_state_dict(comps.objective.state_dict())
 
 
 def check_dataset(entry: Entry, config: dict[str, Any] | None = None, sigma_d: float = 0.5) -> None:
-    """``config`` defaults to the Config's ``example_config`` ClassVar (e.g. ``{"download": False}``, so
-    that a test never downloads); a dataset that is not on this machine is skipped with its message."""
+    """``config`` defaults to what the Config's ``example(folder)`` classmethod returns (it may write small
+    files into a temporary folder first; :class:`fewstep.protocols.HasExample`), else its defaults. Data
+    that is not on this machine (:class:`fewstep.errors.MissingResource`, e.g. CIFAR-10 never downloaded)
+    is skipped with its message; every other error fails the check."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fewstep-example-") as folder:
+        if config is None and isinstance(entry.config, HasExample):
+            config = entry.config.example(Path(folder))
+        _check_dataset(entry, config, sigma_d)
+
+
+def _check_dataset(entry: Entry, config: dict[str, Any] | None, sigma_d: float) -> None:
     import pytest
 
-    from fewstep.errors import ConfigError
+    from fewstep.errors import MissingResource
 
-    cfg = check_config(entry, config if config is not None else getattr(entry.config, "example_config", None))
+    cfg = check_config(entry, config)
     try:
         ds = entry.build(cfg, sigma_d)
-    except ConfigError as exc:
+    except MissingResource as exc:
         pytest.skip(f"{_who(entry)}: {exc}")
     _assert(isinstance(ds, Dataset), entry, "a dataset has kind, shape, num_classes and sample(n, generator) "
                                             "(fewstep.protocols.Dataset)")
@@ -250,16 +273,17 @@ def check_dataset(entry: Entry, config: dict[str, Any] | None = None, sigma_d: f
     std = ds.sample(4096, torch.Generator().manual_seed(1)).x.std().item()
     _assert(0.8 < std / sigma_d < 1.25, entry, f"overall std {std:.3g} is not about sigma_d = {sigma_d}")
     if ds.kind == "images":
-        u8 = ds.to_uint8(a.x)
-        _assert(u8.dtype == torch.uint8 and u8.shape == a.x.shape, entry, "to_uint8 must give uint8 images")
+        u8 = ds.to_uint8(a.x)  # pixels, or a VAE's decoding of latents (another shape than x)
+        _assert(u8.dtype == torch.uint8 and u8.ndim == 4 and u8.shape[0] == 64 and u8.shape[1] in (1, 3), entry,
+                f"to_uint8 must give uint8 images [64, 1 or 3, H, W], not {u8.dtype} {tuple(u8.shape)}")
 
 
 def check_metric(entry: Entry, config: dict[str, Any] | None = None) -> None:
     """Point metrics on 2D Gaussians; image metrics on the bundled digits (skipped, with the reason,
-    when they need weights that are not on this machine)."""
+    when they need weights that are not on this machine: :class:`fewstep.errors.MissingResource`)."""
     import pytest
 
-    from fewstep.errors import ConfigError
+    from fewstep.errors import MissingResource
 
     m = entry.build(check_config(entry, config))
     _assert(isinstance(m, Metric), entry, "a metric has kind ('points' or 'images') and is called as "
@@ -270,13 +294,14 @@ def check_metric(entry: Entry, config: dict[str, Any] | None = None) -> None:
         from fewstep.data.images import digits_pixels
 
         x = (digits_pixels()[0] * 255).round().to(torch.uint8)
-        same, other, far = x[:400], x[400:800], torch.randint(0, 256, (400, *x.shape[1:]), generator=g, dtype=torch.uint8)
+        far = torch.randint(0, 256, (400, *x.shape[1:]), generator=g, dtype=torch.uint8)
+        same, other = x[:400], x[400:800]
     else:
         same, other = torch.randn(512, 2, generator=g), torch.randn(512, 2, generator=g)
         far = other + 3.0
     try:
         near_v, far_v = m(same, other, g), m(same, far, g)
-    except ConfigError as exc:
+    except MissingResource as exc:
         pytest.skip(f"{_who(entry)}: {exc}")
     near_v, far_v = (v if isinstance(v, dict) else {entry.name: v} for v in (near_v, far_v))
     for key in near_v:

@@ -44,12 +44,15 @@ class IMMConfig(ComponentConfig):
     min_gap: float = Field(
         0.0, ge=0, lt=1, description="Minimum gap Delta: r <= t - Delta, in time units (IMM App. I.6: 1e-4 for "
                                      "the FP16 DiT-XL run; 0 = off, as on CIFAR-10).")
-    a: float = Field(1.0, ge=0, description="Exponent of alpha_t in w(s, t) (IMM Eq. 13, Table 5: 1; DiT-XL headline: 2).")
-    b: float = Field(5.0, description="Shift of sigmoid(b - lambda_t) in w(s, t) (IMM Eq. 13, Table 5: 5 CIFAR-10, 4 ImageNet).")
+    a: float = Field(
+        1.0, ge=0, description="Exponent of alpha_t in w(s, t) (IMM Eq. 13, Table 5: 1; DiT-XL headline: 2).")
+    b: float = Field(
+        5.0, description="Shift of sigmoid(b - lambda_t) in w(s, t) (IMM Eq. 13, Table 5: 5 CIFAR-10, 4 ImageNet).")
     weight_elbo: bool = Field(
         True, description="Keep the ELBO factor 1/2 sigmoid(b - lambda_t) (-d lambda/dt) of w (IMM Table 4 ablation).")
     weight_alpha: bool = Field(True, description="Keep the factor alpha_t^a of w (IMM Table 4 ablation).")
-    weight_norm: bool = Field(True, description="Keep the factor 1/(alpha_t^2 + sigma_t^2) of w (IMM Table 4 ablation).")
+    weight_norm: bool = Field(
+        True, description="Keep the factor 1/(alpha_t^2 + sigma_t^2) of w (IMM Table 4 ablation).")
     target: Literal["online", "ema"] = Field(
         "online", description="Target branch: stop-gradient of the current weights (IMM §4.1 'Stop gradient'), "
                               "or an EMA of them (tried in lumalabs/imm PR #4; it trained worse).")
@@ -65,7 +68,8 @@ class IMMConfig(ComponentConfig):
         True, description="Restore the RNG state before the target pass so both passes share one dropout mask "
                           "(research/imm.md §4.8).")
     target_fp32: bool = Field(
-        False, description="Run the target pass with autocast off, in fp32 (an unverified variant; research/imm.md §4.8).")
+        False, description="Run the target pass with autocast off, in fp32 (an unverified variant; "
+                           "research/imm.md §4.8).")
 
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
         """Cross-section checks: group size vs batch, the mapping's time range, the second time input."""
@@ -74,7 +78,8 @@ class IMMConfig(ComponentConfig):
         if batch % (self.group_size * acc):
             out.append((("objective", "group_size"),
                         f"must divide each accumulation shard of train.batch_size (got group_size {self.group_size}, "
-                        f"batch_size {batch}, accumulate {acc}); with several GPUs it must divide the per-device shard"))
+                        f"batch_size {batch}, accumulate {acc}); with several GPUs it must divide the per-device "
+                        "shard"))
         if self.mapping in ("lambda", "inv_eta") and recipe.interpolant.eps <= 0:
             out.append((("objective", "mapping"),
                         f"'{self.mapping}' needs interpolant.eps > 0 (lambda and 1/eta are infinite at t = 0; "

@@ -143,7 +143,8 @@ def test_checks_parse_and_evaluate_on_each_data_set():
     (("imm: {recipe: imm.yaml}", "imm: {recipe: nope.yaml}"), "tiny.yaml:4:9 entries.imm.recipe: no such file"),
     (("train.steps: 20", "train.steps: -3"), "tiny.yaml shared.train.steps) train.steps: input should be greater than"),
     (("eval: {", "evals: {"), "tiny.yaml:9:1 evals: unknown field"),
-    (("name: moons, noise: 0.1", "name: mons"), "tiny.yaml data) data.name: unknown dataset 'mons'; did you mean 'moons'?"),
+    (("name: moons, noise: 0.1", "name: mons"),
+     "tiny.yaml data) data.name: unknown dataset 'mons'; did you mean 'moons'?"),
 ])
 def test_bench_file_errors_are_one_line_each_exit_2(bench_file, edit, expected):
     bench_file.write_text(bench_file.read_text().replace(*edit))
@@ -156,7 +157,8 @@ def test_check_flag_validates_every_expanded_recipe(bench_file, regs):
     res = runner.invoke(app, ["bench", str(bench_file), "--check"])
     assert res.exit_code == 0 and res.output.count("ok  ") == 4
     bench = load_bench(bench_file, None, regs)
-    assert {(j.entry, j.data) for j in bench.jobs} == {(e, d) for e in ("fm", "imm") for d in ("eight_gaussians", "moons")}
+    expected = {(e, d) for e in ("fm", "imm") for d in ("eight_gaussians", "moons")}
+    assert {(j.entry, j.data) for j in bench.jobs} == expected
     assert all(j.recipe.train.steps == 20 and j.recipe.network.width == 16 for j in bench.jobs)
     assert bench.jobs[1].recipe.data.noise == 0.1
 
@@ -175,14 +177,16 @@ def test_parallel_training_gives_the_same_results_as_sequential(bench_file, tmp_
         res = runner.invoke(app, ["bench", str(bench_file), "--out", str(tmp_path / jobs), "-q", "--jobs", jobs])
         assert res.exit_code == 0, res.output
         out[jobs] = json.loads((tmp_path / jobs / "results.json").read_text())["summary"]
-    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds_per_step")}
-                          for r in recs]  # noqa: E731
+    def strip(recs):
+        return [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds_per_step")} for r in recs]
+
     assert strip(out["1"]) == strip(out["2"])
 
 
 @pytest.mark.parametrize("old, new, expect", [
     ("seeds: [0, 1]}", "seeds: [0, true]}", "eval.seeds.1: expected a number, not the boolean true"),
-    ("steps: [1, 2], reference", "steps: [0, 2], reference", "eval.steps.0: input should be greater than or equal to 1"),
+    ("steps: [1, 2], reference", "steps: [0, 2], reference",
+     "eval.steps.0: input should be greater than or equal to 1"),
     ("steps: [1, 2], reference", "steps: [], reference", "eval.steps: list should have at least 1 item"),
     ("n_samples: 128", "n_samples: .inf", "eval.n_samples: input should be a finite number"),
     ("train.steps: 20", "train.steps: false", "shared.train.steps) train.steps: expected a number"),

@@ -34,7 +34,8 @@ def run(*args):
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = "import sys; from fewstep.cli import main; sys.argv=['fewstep','--help']\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules"
+    code = ("import sys; from fewstep.cli import main; sys.argv=['fewstep','--help']\ntry: main()\n"
+            "except SystemExit: pass\nassert 'torch' not in sys.modules")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -65,7 +66,8 @@ def test_wrong_type_line(tiny, write):
     path = write("bad.yaml", tiny.read_text().replace("width: 32", "width: wide"))
     res = run("check", path)
     assert res.exit_code == 2
-    assert res.stderr.strip() == f"{path}:2:22 network.width: input should be a valid integer, unable to parse string as an integer"
+    assert res.stderr.strip() == (f"{path}:2:22 network.width: input should be a valid integer, "
+                                  "unable to parse string as an integer")
 
 
 def test_bad_flag_value_is_a_usage_error(tiny):
@@ -140,4 +142,6 @@ def test_a_bad_flag_is_one_line_exit_2(args, expect, tmp_path):
 def test_sample_out_must_be_a_file_name(tiny, tmp_path):
     assert run("train", tiny, "-q").exit_code == 0
     res = run("sample", tmp_path / "runs" / "tiny", "--out", tmp_path)
-    assert res.exit_code == 2 and res.output.strip() == f"error: --out {tmp_path}: is a folder; give a file name such as {tmp_path / 'samples.png'}"
+    assert res.exit_code == 2
+    expect = f"error: --out {tmp_path}: is a folder; give a file name such as {tmp_path / 'samples.png'}"
+    assert res.output.strip() == expect

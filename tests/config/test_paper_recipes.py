@@ -31,7 +31,8 @@ def test_bench_file_expands_to_valid_recipes(path, tmp_path):
 def test_imm_cifar_has_table_5s_cifar_column(regs):
     r = load_recipe(RECIPES / "imm_cifar.yaml", registries=regs)
     o, t = r.objective, r.train
-    assert (r.interpolant.name, r.interpolant.eps, r.interpolant.T, r.interpolant.sigma_d) == ("ot_fm", 0.006, 0.994, 0.5)
+    ip = r.interpolant
+    assert (ip.name, ip.eps, ip.T, ip.sigma_d) == ("ot_fm", 0.006, 0.994, 0.5)
     assert (r.flowmap.parameterisation, r.flowmap.second_time, r.flowmap.time_scale) == ("simple_edm", "s", 1000)
     assert (o.group_size, o.kernel.name, o.mapping, o.k, o.a, o.b) == (4, "laplace", "eta", 15, 1, 5)
     assert (t.steps, t.batch_size, t.optimizer, t.lr, t.ema_decay) == (400_000, 4096, "radam", 1e-4, 0.9999)

@@ -118,7 +118,8 @@ def test_set_reaches_into_a_component_given_by_its_bare_name(regs, write):
     path = write("r.yaml", "data: moons\nnetwork: mlp\nobjective: {name: imm, kernel: laplace, group_size: 4}\n"
                            "train: {batch_size: 64}\n")
     r = load_recipe(path, ["objective.kernel.eps=1e-6", "data.noise=0.2"], regs)
-    assert (r.objective.kernel.name, r.objective.kernel.eps, r.data.name, r.data.noise) == ("laplace", 1e-6, "moons", 0.2)
+    kernel = r.objective.kernel
+    assert (kernel.name, kernel.eps, r.data.name, r.data.noise) == ("laplace", 1e-6, "moons", 0.2)
 
 
 # --- values a field's maths cannot use ---------------------------------------------------------
@@ -157,8 +158,8 @@ def test_mid_etas_are_checked_against_the_recipes_own_interpolant(write, regs):
 def test_a_run_refuses_a_schedule_its_interpolant_cannot_give_before_writing(write, regs, tmp_path):
     """An interpolant whose Config gives no eta range is checked when the run is built."""
     from fewstep.errors import ConfigError
-    from fewstep.run.components import check_schedules
     from fewstep.interpolants import OTFM
+    from fewstep.run.components import check_schedules
     from fewstep.samplers import Pushforward
 
     with pytest.raises(ConfigError, match="sampler: the 2-step schedule: mid_etas \\[500.0\\] must lie strictly"):

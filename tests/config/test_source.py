@@ -34,7 +34,8 @@ def test_a_file_that_is_not_utf8_is_one_line(tmp_path, regs):
 def test_nul_bytes_are_one_line(tmp_path, regs):
     path = bytes_file(tmp_path, TINY.encode() + b"train: {steps: 1}\x00\n")
     assert one_line(path, regs) == f"{path}:4 not a text file (a NUL byte); a recipe is YAML text"
-    assert one_line(bytes_file(tmp_path, b"\x89PNG\r\n\x1a\n\x00\x00"), regs).endswith("(a NUL byte); a recipe is YAML text")
+    png = bytes_file(tmp_path, b"\x89PNG\r\n\x1a\n\x00\x00")
+    assert one_line(png, regs).endswith("(a NUL byte); a recipe is YAML text")
 
 
 def test_a_control_character_is_one_line(tmp_path, regs):

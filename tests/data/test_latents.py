@@ -16,15 +16,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
+    from fewstep.testing.fixtures import tiny_vae
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=4, sample_size=16)
-    path = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(path)
-    return path
+    return tiny_vae(tmp_path_factory.mktemp("vae"))
 
 
 def test_encode_cli_writes_latents_that_train_and_decode(vae_dir, tmp_path, regs):
@@ -39,7 +33,8 @@ def test_encode_cli_writes_latents_that_train_and_decode(vae_dir, tmp_path, regs
     assert b.x.shape == (4096, 4, 8, 8) and b.cond.shape == (4096,) and ds.num_classes == 10
     per_channel = b.x.transpose(0, 1).flatten(1)
     assert torch.allclose(per_channel.mean(1), torch.zeros(4), atol=0.05)  # normalised per channel ...
-    assert torch.all((per_channel.std(1) > 0.45) & (per_channel.std(1) < 0.6))  # ... to about sigma_d (+ the posterior std)
+    std = per_channel.std(1)
+    assert torch.all((std > 0.45) & (std < 0.6))  # ... to about sigma_d (+ the posterior std)
     images = ds.to_uint8(b.x[:3])
     assert images.dtype == torch.uint8 and images.shape == (3, 3, 16, 16)
 
@@ -69,5 +64,6 @@ def test_missing_folder_bad_statistics_and_missing_labels_are_one_line(tmp_path,
         LatentDataset(tmp_path, channel_mean=[0.0, 0.0])
     with pytest.raises(ConfigError, match="encoded without labels"):
         LatentDataset(tmp_path, conditional=True)
-    res = runner.invoke(app, ["encode", "--data", "digits", "--vae", str(tmp_path / "novae"), "--out", str(tmp_path / "o")])
+    res = runner.invoke(app, ["encode", "--data", "digits", "--vae", str(tmp_path / "novae"),
+                              "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "could not be loaded" in res.output and "Traceback" not in res.output

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from fewstep.api import evaluate_run, train_recipe
 from fewstep.errors import ConfigError
-from fewstep.api import evaluate_run
-from fewstep.api import train_recipe
 
 DIGITS = """\
 data: {{name: digits, conditional: {cond}}}

@@ -237,8 +237,9 @@ def test_classifier_accuracy_and_cache_reuse(cache, monkeypatch):
 
 
 def test_reference_cache_reused(cache, digits_u8, tmp_path, monkeypatch):
-    from fewstep.eval import digits_features as df
     import torch_fidelity.utils as tfu
+
+    from fewstep.eval import digits_features as df
 
     monkeypatch.setenv("FEWSTEP_CACHE", str(tmp_path))
     shutil.copy(cache["root"] / df.classifier_path().name, tmp_path / df.classifier_path().name)

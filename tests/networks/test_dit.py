@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fewstep.networks import DIT_SIZES, NetworkSpec
-from fewstep.testing import backbone_inputs
 from fewstep.networks.dit import DiT
+from fewstep.testing import backbone_inputs
 
 TINY = dict(hidden=32, depth=2, heads=4, patch=2)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fewstep.networks import NetworkSpec
-from fewstep.testing import backbone_inputs
 from fewstep.networks.unet import UNet
+from fewstep.testing import backbone_inputs
 
 TINY = dict(channels=(8, 16), attention=(False, True), layers_per_block=1, dropout=0.0, norm_groups=4, head_dim=4)
 

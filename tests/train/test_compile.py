@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from fewstep.networks.wrappers import unwrap
 from fewstep.api import train_recipe
+from fewstep.networks.wrappers import unwrap
 from fewstep.run.checkpoint import latest_checkpoint
 
 RECIPE = """\

@@ -7,9 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from fewstep.api import evaluate_run, train_recipe
 from fewstep.errors import CheckpointError, TrainingDiverged
-from fewstep.api import evaluate_run
-from fewstep.api import train_recipe
 from fewstep.run.checkpoint import checkpoint_dirs, latest_checkpoint
 
 TINY = """\

@@ -18,11 +18,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from fewstep import ComponentConfig, hookimpl
-
 # The sampler options (schedule, mid_etas, rho, guidance) are the built-in samplers' own, so that
 # `sampler: {name: midpoint, schedule: edm}` reads like any other sampler section.
-from fewstep import SamplerConfig
+from fewstep import ComponentConfig, SamplerConfig, hookimpl
 
 __version__ = "0.1.0"
 

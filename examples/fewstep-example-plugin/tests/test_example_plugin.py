@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import fewstep_example
+from fewstep.api import train_recipe
 from fewstep.config import load_recipe
 from fewstep.plugins import load_registries
 from fewstep.testing import check_component, conformance_cases
-from fewstep.api import train_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PLUGIN = "example"  # the entry point's name in pyproject.toml: what Entry.plugin holds
