@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import pluggy
 
-from fewstep import hookspecs
+import fewstep.hookspecs as hookspecs
 from fewstep.errors import PluginError
 from fewstep.registry import KINDS, Registrar, Registries, resolve
 from fewstep.registry import build_ref as _build_ref

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["StrictModel", "takes_numbers"]
+__all__ = ["StrictModel", "error_message", "takes_numbers"]
 
 
 def _is_number_type(tp: Any) -> bool:
@@ -103,3 +103,13 @@ class StrictModel(BaseModel):
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return handler(data)
+
+
+def error_message(err: dict) -> str:
+    """One pydantic error as the lower-case phrase fewstep prints after ``file:line:col field:``."""
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    if err["type"] == "missing":
+        return "field required"
+    msg = err["msg"]
+    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg

@@ -407,29 +407,6 @@ def test_times_that_do_not_group_the_batch_are_refused():
         fm.f(torch.randn(12, 2), torch.zeros(5), torch.ones(5) * 0.5)
 
 
-def test_ema_target_copies_then_follows_the_weights_and_resumes():
-    from fewstep.interpolants import OTFM
-    from fewstep.networks.mlp import MLP
-    from fewstep.objectives import EMATarget
-
-    torch.manual_seed(0)
-    fm = FlowMap(MLP((2,), width=8, depth=1, emb_dim=4), OTFM(0.5), "euler_fm", "s")
-    ema = EMATarget(0.75)
-    w0 = [p.detach().clone() for p in fm.net.parameters()]
-    target = ema.flowmap(fm)
-    assert target.net is not fm.net and all(torch.equal(a, b) for a, b in zip(target.net.parameters(), w0))
-    assert not any(p.requires_grad for p in target.net.parameters())
-    with torch.no_grad():
-        for p in fm.net.parameters():
-            p.add_(1.0)
-    ema.flowmap(fm)  # theta- <- 0.75 theta0 + 0.25 (theta0 + 1)
-    assert all(torch.allclose(a, b + 0.25) for a, b in zip(ema.net.parameters(), w0))
-    resumed = EMATarget(0.75)
-    resumed.load_state_dict(ema.state_dict())  # before the network exists: applied on first use
-    resumed.flowmap(fm), ema.flowmap(fm)
-    assert all(torch.equal(a, b) for a, b in zip(resumed.net.parameters(), ema.net.parameters()))
-
-
 def test_drop_labels_replaces_a_fraction_p_with_the_null_class():
     from fewstep.interpolants import OTFM
     from fewstep.networks.mlp import MLP

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError
 from fewstep.config.recipe import MAX_SEED, resolve_sampler, validate
 from fewstep.config.source import load_yaml, set_value
 from fewstep.errors import ConfigError, RecipeError
-from fewstep.validation import StrictModel
+from fewstep.validation import StrictModel, error_message
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
@@ -134,8 +134,7 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
         lines = []
         for err in exc.errors(include_url=False):
             where, loc = source.locate(err["loc"])
-            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{where} {'.'.join(map(str, loc))}: {msg}")
+            lines.append(f"{where} {'.'.join(map(str, loc))}: {error_message(err)}")
         raise RecipeError(lines) from None
     bench_path = Path(path)
     name = spec.name or bench_path.stem

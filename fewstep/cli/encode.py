@@ -34,6 +34,7 @@ def encode(
     from fewstep.protocols import StoredImages
     from fewstep.run.components import resolve_device
     from fewstep.train.progress import Progress
+    from fewstep.validation import error_message
 
     spec = {"name": data}
     for item in set_ or []:
@@ -45,8 +46,8 @@ def encode(
     try:
         cfg = entry.model().model_validate(spec)
     except ValidationError as exc:  # one line per problem, named by its flag
-        raise RecipeError([f"--set data.{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else
-                           f"--data {data}: {e['msg']}" for e in exc.errors(include_url=False)]) from None
+        raise RecipeError([f"--set data.{'.'.join(map(str, e['loc']))}: {error_message(e)}" if e["loc"] else
+                           f"--data {data}: {error_message(e)}" for e in exc.errors(include_url=False)]) from None
     ds = entry.build(cfg, 0.5)
     if not isinstance(ds, StoredImages):
         raise ConfigError(f"--data {data}: not an image dataset held in memory (kind {ds.kind})")

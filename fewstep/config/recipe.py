@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_
 from fewstep.errors import RecipeError
 from fewstep.protocols import ChecksRecipe, HasDefaultSampler
 from fewstep.registry import Entry, Registries, Registry, ref_fields
-from fewstep.validation import StrictModel
+from fewstep.validation import StrictModel, error_message
 
 # Recipe section -> registry kind
 COMPONENTS = {
@@ -151,15 +151,6 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
     return create_model("Recipe", __base__=Section, **fields)
 
 
-def _message(err: dict) -> str:
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        return "unknown field"
-    if err["type"] == "missing":
-        return "field required"
-    return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg
-
-
 def validate(source, regs: Registries):
     """Validate parsed recipe data: pre-check component names, pydantic, then cross-checks."""
     data = source.data
@@ -189,7 +180,7 @@ def validate(source, regs: Registries):
             if err["loc"] and err["loc"][0] in bad_sections:
                 continue
             where, loc = source.locate(err["loc"])
-            problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {_message(err)}")
+            problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {error_message(err)}")
     if recipe is not None and not problems:
         for loc, msg in resolve_refs(recipe, regs) or cross_check(resolve_sampler(recipe, regs), regs):
             where, loc = source.locate(loc)
@@ -216,7 +207,7 @@ def resolve_refs(recipe, regs: Registries) -> list[tuple[tuple, str]]:
             try:
                 setattr(cfg, field, reg.get(spec["name"]).model().model_validate(spec))
             except ValidationError as exc:
-                out.extend(((section, field, *err["loc"]), _message(err)) for err in exc.errors(include_url=False))
+                out.extend(((section, field, *err["loc"]), error_message(err)) for err in exc.errors(include_url=False))
     return out
 
 

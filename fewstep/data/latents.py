@@ -19,9 +19,6 @@ from fewstep.data.base import Batch
 from fewstep.errors import ConfigError, MissingResource
 from fewstep.files import atomic_path, write_json
 
-# IMM's ImageNet-256 latent statistics for stabilityai/sd-vae-ft-ema (released config; research/imm.md §6).
-IMM_IMAGENET256_MEAN = [0.86488, -0.27787343, 0.21616915, 0.3738409]
-IMM_IMAGENET256_STD = [4.85503674, 5.31922414, 3.93725398, 3.9870003]
 FILE, META = "latents.safetensors", "meta.json"
 
 

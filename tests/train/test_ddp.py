@@ -56,13 +56,3 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(write, 
     assert report["processes"] == 2 and report["n_samples"] == 101
     assert [r["nfe"] for r in report["rows"]] == [1, 2] and all(r["energy"] > 0 for r in report["rows"])
     assert json.loads((two / "eval.json").read_text())["rows"] == report["rows"]
-
-
-def test_each_process_takes_its_local_gpu_when_cuda_is_there(monkeypatch):
-    from fewstep.run.dist import Dist
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    rank3 = Dist(rank=3, world=4, local_rank=3)
-    assert [rank3.device(d) for d in (None, "auto", "cuda", "cpu", "cuda:0")] == \
-        ["cuda:3", "cuda:3", "cuda:3", "cpu", "cuda:0"]
-    assert Dist().device("auto") == "auto"  # one process: the recipe's own choice

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from fewstep.cli import app
 from fewstep.data.base import Batch
 from fewstep.errors import ConfigError
 from fewstep.flowmap import FlowMap
@@ -74,7 +72,7 @@ def ot_fm_bandwidth(parameterisation, s, t, sigma_d=0.5):
 
 def laplace_mmd2_by_loops(y, y_tilde, w_tilde):
     """IMM Eq. 67 with the Laplace kernel of §4.2 / App. C.8, one pair at a time: per group g
-    (1/M^2) sum_{j,l} [k(y_j, y_l) + k(y~_j, y~_l) - 2 k(y_j, y~_l)], k(a, b) = exp(-w~ max(||a - b||, 1e-8) / D).
+    (1/M^2) sum_{j,m} [k(y_j, y_m) + k(y~_j, y~_m) - 2 k(y_j, y~_m)], k(a, b) = exp(-w~ max(||a - b||, 1e-8) / D).
     y, y_tilde: [G, M, D] (differentiable: torch scalars only); returns [G].
 
     max(||a - b||, 1e-8) is taken as sqrt(max(||a - b||^2, 1e-16)) (the same number) so that the
@@ -89,9 +87,9 @@ def laplace_mmd2_by_loops(y, y_tilde, w_tilde):
     for g in range(G):
         total = 0.0
         for j in range(M):
-            for l in range(M):
-                total = total + (k(y[g, j], y[g, l], w_tilde[g]) + k(y_tilde[g, j], y_tilde[g, l], w_tilde[g])
-                                 - 2 * k(y[g, j], y_tilde[g, l], w_tilde[g]))
+            for m in range(M):
+                total = total + (k(y[g, j], y[g, m], w_tilde[g]) + k(y_tilde[g, j], y_tilde[g, m], w_tilde[g])
+                                 - 2 * k(y[g, j], y_tilde[g, m], w_tilde[g]))
         out.append(total / M**2)
     return torch.stack(out)
 
@@ -242,46 +240,16 @@ train: {steps: 10, batch_size: 64, optimizer: adam, lr: 1e-3}
 """
 
 
-@pytest.mark.parametrize("override, expect", [
-    ("objective.group_size=3", "objective.group_size: must divide each accumulation shard of train.batch_size (got group_size 3, batch_size 64, accumulate 1)"),
-    ("interpolant.T=0.006", "interpolant: value error, eps must be smaller than T (got eps=0.006, T=0.006)"),
-    ("objective.kernel=lapalce", "objective.kernel: unknown kernel 'lapalce'; did you mean 'laplace'?"),
-    ("objective.kernel={name: laplace, eps: -1}", "objective.kernel.eps: input should be greater than 0"),
-    ("objective.kernel.eps=1", "objective.kernel: value error, give a registered name, or a mapping with 'name'"),
-    ("objective.mapping=lambda", None),
-    ("flowmap.second_time=none", "flowmap.second_time: IMM trains the two-time map"),
-])
-def test_bad_configuration_is_one_line_exit_2(write, override, expect):
-    path = write("imm.yaml", RECIPE + ("interpolant: {name: ot_fm, eps: 0.0}\n" if "mapping" in override else ""))
-    res = CliRunner().invoke(app, ["check", str(path), "--set", override])
-    if expect is None:
-        expect = "objective.mapping: 'lambda' needs interpolant.eps > 0"
-    assert res.exit_code == 2, res.output
-    lines = [line for line in res.output.strip().splitlines() if line]
-    assert len(lines) == 1 and "Traceback" not in res.output
-    assert expect in lines[0], lines[0]
-
-
-def test_recipe_shows_the_resolved_kernel_and_defaults(write, regs):
-    from fewstep.config import load_recipe, recipe_dict
-
-    recipe = load_recipe(write("imm.yaml", RECIPE), registries=regs)
-    d = recipe_dict(recipe)
-    assert d["objective"]["kernel"] == {"name": "laplace", "eps": 1e-8}
-    assert list(d["objective"]["kernel"])[0] == "name"
-    assert d["sampler"] == {"name": "pushforward", "schedule": "eta", "mid_etas": [1.4], "rho": 7.0, "guidance": 1.0}
-    assert d["objective"]["b"] == 5.0 and d["objective"]["k"] == 10  # Table 5 CIFAR-10 b; k from the recipe
-
-
 @pytest.mark.slow
 def test_short_training_run_improves_one_step_sw2(write, tmp_path, regs):
-    from fewstep.api import evaluate_run
-    from fewstep.api import train_recipe
+    from fewstep.api import evaluate_run, train_recipe
 
     # IMM learns short jumps first and the 1-step map by induction: measured 0.169 -> 0.175 at 400
     # steps, 0.076 at 800 (1-step SW2, 2048 samples)
     text = RECIPE.replace("steps: 10, batch_size: 64", "steps: 800, batch_size: 256, ema_decay: 0.95, log_every: 100, "
-                          "checkpoint_every: 800, grad_clip: 1.0") + f"eval: {{steps: [1], reference_steps: null, n_samples: 2048, metrics: [sw2]}}\noutput: {{dir: {tmp_path}}}\n"
+                          "checkpoint_every: 800, grad_clip: 1.0")
+    text += "eval: {steps: [1], reference_steps: null, n_samples: 2048, metrics: [sw2]}\n"
+    text += f"output: {{dir: {tmp_path}}}\n"
     path = write("imm_short.yaml", text)
     first = train_recipe(path, registries=regs, progress=False, stop_after=1)
     before = evaluate_run(first.run_dir, regs, write=False)["rows"][0]["sw2"]

@@ -1,0 +1,31 @@
+"""``fewstep check RECIPE``: a good recipe, one line per problem, --show."""
+from __future__ import annotations
+
+import pytest
+
+
+def test_check_accepts_a_good_recipe(tiny, cli):
+    res = cli("check", tiny)
+    assert res.exit_code == 0 and "ok (fm on moons" in res.stdout
+    res = cli("check", tiny, "--show", "--set", "train.lr=3e-4")
+    assert "lr: 0.0003" in res.stdout and "sampler:" in res.stdout
+
+
+@pytest.mark.parametrize("bad, expect", [
+    ("width: 32", "width: [", ),
+    ("name: fm", "name: fn"),
+])
+def test_bad_recipes_exit_2_with_one_line_and_no_traceback(tiny, write, bad, expect, cli):
+    path = write("bad.yaml", tiny.read_text().replace(bad, expect))
+    res = cli("check", path)
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}:") and "Traceback" not in res.stderr
+
+
+def test_wrong_type_line(tiny, write, cli):
+    path = write("bad.yaml", tiny.read_text().replace("width: 32", "width: wide"))
+    res = cli("check", path)
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (f"{path}:2:22 network.width: input should be a valid integer, "
+                                  "unable to parse string as an integer")
