@@ -1,5 +1,4 @@
-"""fewstep.objectives: online_and_target (gradients, shared dropout, fp32 target), RNGState, EMATarget
-and the deprecated fewstep.flowmap import path."""
+"""fewstep.objectives: online_and_target, RNGState, EMATarget and the deprecated fewstep.flowmap path."""
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,4 @@
-"""fewstep.protocols: every built-in component satisfies its kind's protocol, and the optional
-capabilities (Stateful, RunAware, GroupedTimes, ImageData, StoredImages, the Config protocols) are
-detected exactly where they exist."""
+"""fewstep.protocols: built-in components satisfy their kind's protocol; optional capabilities are detected."""
 from __future__ import annotations
 
 import math

@@ -70,30 +70,32 @@ def build_energy_distance(cfg) -> PointMetric:
     return PointMetric("energy", toy_metrics.energy_distance)
 
 
-
-
 class FidelityMetric:
     """Image metrics through torch-fidelity, called as ``metric(samples_u8, reference_u8, generator)``
-    and returning values labelled by their feature extractor (``FID``/``KID`` or ``FD-digits``/...)."""
+    and returning values labelled by their feature extractor (``FID``/``KID`` or ``FD-digits``/...).
+    ``reference`` is ``"data"`` (the fresh data the evaluation passes) or a torch-fidelity input name."""
 
     kind = "images"
 
-    def __init__(self, name: str, features: str, cfg):
-        self.name, self.features, self.cfg = name, features, cfg
+    def __init__(self, name: str, features: str, *, kid: bool, kid_subsets: int, isc: bool, device: str,
+                 prc: bool = False, weights: str | None = None, reference: str = "data"):
+        self.name, self.features = name, features
+        self.options = {"kid": kid, "isc": isc, "prc": prc, "device": device, "weights": weights,
+                        "kid_subsets": kid_subsets}
+        self.reference = reference
 
     def __call__(self, x, y, generator=None) -> dict[str, float]:
         from fewstep.eval.fidelity import fidelity
 
-        cfg = self.cfg
-        reference = y if getattr(cfg, "reference", "data") == "data" else cfg.reference
-        return fidelity(x, reference, features=self.features, fid=True, kid=cfg.kid, isc=cfg.isc,
-                        prc=getattr(cfg, "prc", False), device=cfg.device, weights=getattr(cfg, "weights", None),
-                        kid_subsets=cfg.kid_subsets)
+        reference = y if self.reference == "data" else self.reference
+        return fidelity(x, reference, features=self.features, fid=True, **self.options)
 
 
 def build_fid(cfg) -> FidelityMetric:
-    return FidelityMetric("fid", "inception", cfg)
+    return FidelityMetric("fid", "inception", kid=cfg.kid, kid_subsets=cfg.kid_subsets, isc=cfg.isc, prc=cfg.prc,
+                          device=cfg.device, weights=cfg.weights, reference=cfg.reference)
 
 
 def build_fd_digits(cfg) -> FidelityMetric:
-    return FidelityMetric("fd_digits", "digits", cfg)
+    return FidelityMetric("fd_digits", "digits", kid=cfg.kid, kid_subsets=cfg.kid_subsets, isc=cfg.isc,
+                          device=cfg.device)

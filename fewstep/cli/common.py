@@ -52,7 +52,7 @@ def print_error(exc: FewstepError) -> None:
 
 def _has_location(line: str) -> bool:
     head = line.split(" ", 1)[0]
-    return head.endswith((".yaml", ".yml", ".json")) or ".yaml:" in head or ".yml:" in head
+    return head.endswith((".yaml", ".yml", ".json")) or any(f".{ext}:" in head for ext in ("yaml", "yml", "json"))
 
 
 def err(msg: str) -> None:

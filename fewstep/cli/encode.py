@@ -1,6 +1,7 @@
 """``fewstep encode``: pre-encode an image dataset with a diffusers AutoencoderKL (for latent recipes)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,6 +37,8 @@ def encode(
     from fewstep.train.progress import Progress
     from fewstep.validation import error_message
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder for latents.safetensors and meta.json")
     spec = {"name": data}
     for item in set_ or []:
         key, sep, raw = item.partition("=")

@@ -76,6 +76,9 @@ def classifier_path(seed: int = 0) -> Path:
 class DigitsNet(nn.Module):
     """8x8 grey digits in [0, 1] -> 10 logits; :meth:`features` gives the 64 penultimate units."""
 
+    heldout_accuracy: float = float("nan")  # set by training (or from the cached file's metadata)
+    train_seconds: float = float("nan")
+
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
@@ -183,8 +186,7 @@ def _save_atomic(model: DigitsNet, path: Path, seed: int) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"version": str(DIGITS_VERSION), "seed": str(seed), "holdout": str(HOLDOUT),
-            "heldout_accuracy": f"{getattr(model, 'heldout_accuracy', float('nan')):.6f}",
-            "train_seconds": f"{getattr(model, 'train_seconds', float('nan')):.3f}"}
+            "heldout_accuracy": f"{model.heldout_accuracy:.6f}", "train_seconds": f"{model.train_seconds:.3f}"}
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
 

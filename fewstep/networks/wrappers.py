@@ -9,7 +9,9 @@ __all__ = ["unwrap", "unwrap_ddp"]
 def unwrap(net: nn.Module) -> nn.Module:
     """The plain module inside torch.compile's and DistributedDataParallel's wrappers."""
     while True:
-        inner = getattr(net, "_orig_mod", None) or getattr(net, "module", None)
+        inner = getattr(net, "_orig_mod", None)
+        if inner is None:  # (not `or`: an empty nn.Sequential is falsy)
+            inner = getattr(net, "module", None)
         if not isinstance(inner, nn.Module):
             return net
         net = inner

@@ -45,6 +45,17 @@ def new_run_dir(group: Path) -> Path:
     return run
 
 
+def _newest_first(runs) -> list[Path]:
+    """Run folders ``<stamp>`` and ``<stamp>-<k>`` (made in the same second, k counting up), newest first:
+    the stamp, then k as a number (``-10`` is newer than ``-9``)."""
+    def key(run: Path):
+        date, _, rest = run.name.partition("-")
+        clock, _, k = rest.partition("-")
+        return date, clock, int(k) if k.isdigit() else 0, run.name
+
+    return sorted(runs, key=key, reverse=True)
+
+
 def recipe_diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
     """Dotted paths where two resolved recipe dicts differ."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -90,7 +101,7 @@ def find_resumable(group: Path, recipe) -> Path | None:
     """The newest unfinished run of this group whose recipe allows resuming, if any."""
     if not group.is_dir():
         return None
-    for run in sorted((d for d in group.iterdir() if d.is_dir()), reverse=True):
+    for run in _newest_first(d for d in group.iterdir() if d.is_dir()):
         if latest_checkpoint(run) is None:
             continue
         if not is_finished(run) and not blocking_changes(run, recipe):
@@ -122,7 +133,7 @@ def resolve_run(path: str | Path) -> Path:
     if (p / "recipe.yaml").exists():
         return p
     if p.is_dir():
-        runs = sorted((d for d in p.iterdir() if (d / "recipe.yaml").exists()), reverse=True)
+        runs = _newest_first(d for d in p.iterdir() if (d / "recipe.yaml").exists())
         for run in runs:
             if latest_checkpoint(run) is not None:
                 return run

@@ -51,3 +51,11 @@ def test_a_vae_that_cannot_be_loaded_is_one_line(tmp_path, cli, monkeypatch):
 def test_bad_data_flags_are_one_line(tmp_path, cli, flag, expect):
     res = cli("encode", "--data", "digits", "--set", flag, "--vae", tmp_path / "novae", "--out", tmp_path / "o")
     assert res.exit_code == 2 and expect in res.stderr.strip().splitlines()[0], res.stderr
+
+
+def test_out_must_be_a_folder(tmp_path, cli):
+    (tmp_path / "file").write_text("x")
+    res = cli("encode", "--data", "digits", "--vae", tmp_path / "novae", "--out", tmp_path / "file")
+    assert res.exit_code == 2
+    expect = f"error: --out {tmp_path / 'file'}: is a file; give a folder for latents.safetensors and meta.json"
+    assert res.stderr.strip() == expect

@@ -1,5 +1,4 @@
-"""fewstep.networks.embeddings: sinusoidal features (closed form), the time MLP, and the t + s + label
-conditioning with grouped times and the null class."""
+"""fewstep.networks.embeddings: sinusoidal features, the time MLP and t + s + label conditioning."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
-"""fewstep.run.components: a recipe's components built through the registries, the device, threads and
-the sampler schedules checked before anything runs."""
+"""fewstep.run.components: building a recipe's components, the device, threads and schedule checks."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -90,11 +91,15 @@ def test_resolve_device(monkeypatch):
 
 def test_set_threads(monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
         set_threads(None)
-        assert torch.get_num_threads() == before
+        assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
         set_threads(2)
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        set_threads(3)
+        assert os.environ["OMP_NUM_THREADS"] == "1"  # a value the user set is kept
     finally:
         torch.set_num_threads(before)
 

@@ -1,5 +1,4 @@
-"""fewstep.run.dist: one process is world 1 (every collective an identity); under torchrun each process
-takes its local GPU; the weights checksum."""
+"""fewstep.run.dist: one process (world 1 identities), each torchrun process's GPU, the weights checksum."""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,4 @@
-"""fewstep.run.rundir: recipe differences (blocking or numeric), finding the run to resume, resolving and
-loading a trained run."""
+"""fewstep.run.rundir: recipe changes on resume, finding, resolving and loading run directories."""
 from __future__ import annotations
 
 import pytest
@@ -162,8 +161,6 @@ def test_find_resumable_does_not_go_back_past_a_finished_run(regs, tmp_path):
     assert find_resumable(group, recipe) is None
 
 
-@pytest.mark.xfail(strict=True, reason="run folders are compared as strings: <stamp>-10, made after <stamp>-9 "
-                                       "by new_run_dir, sorts before it (rundir.py find_resumable/resolve_run)")
 def test_find_resumable_orders_same_second_runs_by_their_suffix(regs, tmp_path):
     recipe = _recipe(regs)
     group = tmp_path / "g"

@@ -1,5 +1,4 @@
-"""fewstep.testing.doubles: ProbeNet (closed form, recorded calls and draws), RecordingFlowMap (per-sample
-times, grouped ones too), rng_draws and backbone_inputs."""
+"""fewstep.testing.doubles: ProbeNet, RecordingFlowMap (per-sample times), rng_draws, backbone_inputs."""
 from __future__ import annotations
 
 import torch

@@ -56,7 +56,8 @@ def test_image_folder_makes_class_subfolders_of_seeded_pngs(tmp_path):
         assert im.size == (14, 10) and im.mode == "RGB"
     again = image_folder(tmp_path / "again", classes=3, per_class=2, size=(14, 10))
     for f in files:
-        assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(again / f.relative_to(root))))
+        with Image.open(f) as a, Image.open(again / f.relative_to(root)) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_image_folder_is_read_by_the_image_folder_dataset(tmp_path):

@@ -1,5 +1,4 @@
-"""fewstep.train.state: TrainState saves and restores every part, refuses what a checkpoint lacks,
-upgrades format-1 state and refuses parts without state_dict."""
+"""fewstep.train.state: TrainState round trips, missing parts, format-1 upgrade and parts without state."""
 from __future__ import annotations
 
 import io

@@ -1,0 +1,159 @@
+"""fewstep.api: train_recipe (writing, resuming, refusing a run), evaluate_run and sample_run on a tiny run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from fewstep.api import evaluate_run, sample_run, train_recipe
+from fewstep.config import load_recipe, recipe_dict
+from fewstep.errors import CheckpointError, ConfigError
+from fewstep.plugins import load_registries
+from fewstep.run.checkpoint import checkpoint_dirs
+from fewstep.run.records import read_metrics
+from fewstep.run.rundir import load_run_recipe
+
+TINY = """\
+data: {{name: eight_gaussians}}
+network: {{name: mlp, width: 16, depth: 1, emb_dim: 8}}
+flowmap: {{parameterisation: euler_fm}}
+objective: {{name: fm}}
+train: {{steps: 4, batch_size: 16, optimizer: adam, lr: 1e-3, log_every: 1, checkpoint_every: 2,
+        sample_every: 2, threads: 1}}
+eval: {{steps: [1, 2], reference_steps: 3, n_samples: 64, metrics: [energy]}}
+output: {{dir: {out}}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    """train_recipe sets torch's thread count from the recipe: give the next test what this one had."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def recipe(tmp_path, write):
+    return write("tiny.yaml", TINY.format(out=tmp_path / "runs"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished tiny run shared by the evaluation and sampling tests."""
+    root = tmp_path_factory.mktemp("api")
+    path = root / "tiny.yaml"
+    path.write_text(TINY.format(out=root / "runs"))
+    regs = load_registries(env={}, warn=False)
+    return train_recipe(path, registries=regs, progress=False), regs
+
+
+def test_train_recipe_writes_the_run(recipe, regs, tmp_path):
+    logs = []
+    result = train_recipe(recipe, registries=regs, progress=False, log=logs.append)
+    run = result.run_dir
+    assert run.parent == tmp_path / "runs" / "tiny"  # <output.dir>/<recipe stem>/<timestamp>
+    assert (result.start_step, result.end_step) == (0, 4) and result.seconds > 0
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert "_provenance" in saved
+    assert recipe_dict(load_run_recipe(run, regs)) == recipe_dict(load_recipe(recipe, registries=regs))
+    assert saved["train"]["steps"] == 4 and saved["sampler"]["name"] == "euler"  # resolved, defaults filled in
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 for r in read_metrics(run))
+    assert [d.name for d in checkpoint_dirs(run)] == ["step_0000002", "step_0000004"]
+    grids = [run / "samples" / f"step_{s:07d}.png" for s in (2, 4)]
+    assert sorted((run / "samples").iterdir()) == grids  # every sample_every steps and at the end
+    for png in [*grids, run / "loss.png"]:
+        with Image.open(png) as im:
+            assert im.format == "PNG"
+    assert logs == [f"samples: {g}" for g in grids]
+
+
+def test_train_recipe_takes_a_validated_recipe(regs, tmp_path):
+    from fewstep.testing import tiny_recipe
+
+    recipe = tiny_recipe(regs, train={"steps": 2, "batch_size": 16, "checkpoint_every": 2, "threads": 1},
+                         eval={"steps": [1], "reference_steps": None}, output={"dir": str(tmp_path), "name": "given"})
+    result = train_recipe(None, recipe=recipe, registries=regs, progress=False)
+    assert result.run_dir.parent == tmp_path / "given" and result.end_step == 2
+
+
+def test_train_recipe_resumes_the_newest_unfinished_run(recipe, regs):
+    first = train_recipe(recipe, registries=regs, progress=False, stop_after=2)
+    assert (first.start_step, first.end_step) == (0, 2)
+    assert not (first.run_dir / "samples" / "step_0000004.png").exists()
+    logs = []
+    resumed = train_recipe(recipe, registries=regs, progress=False, log=logs.append)
+    assert resumed.run_dir == first.run_dir and (resumed.start_step, resumed.end_step) == (2, 4)
+    assert not any("resuming" in m for m in logs)  # the same recipe: nothing to say
+    assert [r["step"] for r in read_metrics(resumed.run_dir)] == [1, 2, 3, 4]
+    fresh = train_recipe(recipe, registries=regs, progress=False, fresh=True, stop_after=1)
+    assert fresh.run_dir != first.run_dir and fresh.start_step == 0
+
+
+def test_resuming_with_changed_numerics_says_so_through_log(recipe, regs):
+    first = train_recipe(recipe, registries=regs, progress=False, stop_after=2)
+    logs = []
+    resumed = train_recipe(recipe, ["train.threads=2"], registries=regs, progress=False, stop_after=1,
+                           log=logs.append)
+    assert resumed.run_dir == first.run_dir and resumed.start_step == 2
+    (msg,) = [m for m in logs if m.startswith("resuming")]
+    assert msg.startswith(f"resuming {first.run_dir} with train.threads changed")
+    assert "not bit for bit" in msg
+    assert yaml.safe_load((first.run_dir / "recipe.yaml").read_text())["train"]["threads"] == 2  # rewritten
+
+
+def test_a_run_dir_trained_with_another_recipe_is_refused(recipe, regs, write, tmp_path):
+    first = train_recipe(recipe, registries=regs, progress=False, stop_after=2)
+    before = (first.run_dir / "recipe.yaml").read_text()
+    wider = write("wide.yaml", recipe.read_text().replace("width: 16", "width: 24"))
+    with pytest.raises(CheckpointError, match=r"trained with a different recipe \(differs in network.width\); "
+                                              "use --fresh"):
+        train_recipe(wider, run_dir=first.run_dir, registries=regs, progress=False)
+    assert (first.run_dir / "recipe.yaml").read_text() == before  # nothing rewritten
+    assert [d.name for d in checkpoint_dirs(first.run_dir)] == ["step_0000002"]
+    ok = train_recipe(recipe, ["train.steps=6"], run_dir=first.run_dir, registries=regs, progress=False,
+                      stop_after=1)  # a longer run of the same recipe is fine
+    assert (ok.start_step, ok.end_step) == (2, 3)
+
+
+def test_evaluate_run_rows_for_eval_steps_and_reference_steps(trained):
+    result, regs = trained
+    out = evaluate_run(result.run_dir, regs)
+    assert [r["steps"] for r in out["rows"]] == [1, 2, 3] and [r["nfe"] for r in out["rows"]] == [1, 2, 3]
+    assert all(r["energy"] > 0 for r in out["rows"]) and out["floor"]["energy"] >= 0
+    assert (out["run"], out["checkpoint_step"], out["weights"]) == (str(result.run_dir), 4, "ema")
+    assert out["n_samples"] == 64 and out["reference_steps"] == 3
+    assert json.loads((result.run_dir / "eval.json").read_text()) == out
+
+
+def test_evaluate_run_with_other_steps_and_without_writing(trained, tmp_path):
+    result, regs = trained
+    (result.run_dir / "eval.json").unlink(missing_ok=True)
+    out = evaluate_run(result.run_dir.parent, regs, steps=[4], n=32, sampler="heun", write=False)
+    assert [(r["steps"], r["nfe"]) for r in out["rows"]] == [(4, 8), (3, 6)]  # Heun: 2 NFE per step
+    assert out["n_samples"] == 32 and out["sampler"] == "heun"
+    assert not (result.run_dir / "eval.json").exists()
+
+
+def test_sample_run_writes_the_png(trained, tmp_path):
+    result, regs = trained
+    default = sample_run(result.run_dir, [1, 2], n=64, registries=regs)
+    assert default == result.run_dir / "samples" / "sample.png"
+    out = sample_run(result.run_dir, [1], n=32, out=tmp_path / "pics" / "s.png", sampler="pushforward",
+                     registries=regs)
+    assert out == tmp_path / "pics" / "s.png"
+    for png in (default, out):
+        with Image.open(png) as im:
+            assert im.format == "PNG"
+
+
+def test_sample_run_refuses_an_out_that_is_a_folder(trained, tmp_path):
+    result, regs = trained
+    with pytest.raises(ConfigError, match=f"--out {tmp_path}: is a folder; give a file name such as "):
+        sample_run(result.run_dir, [1], out=tmp_path, registries=regs)
+    with pytest.raises(ConfigError, match="is a folder"):  # checked before the run is even looked at
+        sample_run(tmp_path / "not-a-run", [1], out=tmp_path, registries=regs)
