@@ -29,3 +29,20 @@ def test_wrong_type_line(tiny, write, cli):
     assert res.exit_code == 2
     assert res.stderr.strip() == (f"{path}:2:22 network.width: input should be a valid integer, "
                                   "unable to parse string as an integer")
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (("steps: 30,", "steps: true,"), ":5:9 train.steps: expected a number, not the boolean true"),
+    (("lr: 1e-3", "lr: .inf"), ":5:54 train.lr: input should be a finite number"),
+    (("lr: 1e-3", "lr: 1e-3, betas: [0.9, 1.5]"), "train.betas.1: input should be less than 1"),
+    (("objective: {{name: fm}}", "objective: {{name: fm}}\nsampler: {{name: euler, schedule: eta, mid_etas: [400]}}"),
+     "sampler.mid_etas: [400.0] outside (0.006036, 165.7)"),
+    (("n_samples: 256", "n_samples: 256, n_samples: 128"), "duplicated key 'n_samples' (first at line 6;"),
+])
+def test_values_a_run_cannot_use_are_one_line_exit_2(tiny, write, cli, edit, expect):
+    old, new = (part.replace("{{", "{").replace("}}", "}") for part in edit)
+    path = write("bad.yaml", tiny.read_text().replace(old, new))
+    res = cli("check", path)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith(str(path)) and expect in line, line
