@@ -91,8 +91,12 @@ class EMATarget:
 
     @torch.no_grad()
     def _lerp(self, online: nn.Module) -> None:
+        """theta- <- d theta- + (1 - d) theta for the parameters; buffers (running statistics) are copied,
+        as the evaluation EMA does (fewstep.train.ema)."""
         for p_t, p in zip(self.net.parameters(), online.parameters()):
             p_t.lerp_(p.detach(), 1.0 - self.decay)
+        for b_t, b in zip(self.net.buffers(), online.buffers()):
+            b_t.copy_(b)
 
     def state_dict(self) -> dict:
         if self.net is None:

@@ -192,3 +192,26 @@ def test_from_fewstep_flowmap_import_ema_target_still_works():
         import fewstep.flowmap
 
         fewstep.flowmap.Nope  # noqa: B018
+
+
+def test_ema_target_copies_buffers_and_averages_parameters():
+    """Parameters follow theta- <- d theta- + (1 - d) theta; buffers (e.g. BatchNorm statistics) are copied."""
+
+    class WithStats(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.register_buffer("stat", torch.zeros(2))
+
+        def forward(self, x, t, s=None, cond=None):
+            return x * self.w
+
+    net = WithStats()
+    fm = FlowMap(net, OTFM(0.5), "euler_fm", "s")
+    ema = EMATarget(0.5)
+    ema.flowmap(fm)
+    with torch.no_grad():
+        net.w.fill_(1.0)
+        net.stat.fill_(3.0)
+    ema.flowmap(fm)
+    assert torch.equal(ema.net.w, torch.full((2,), 0.5)) and torch.equal(ema.net.stat, torch.full((2,), 3.0))

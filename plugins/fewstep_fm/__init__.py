@@ -23,7 +23,7 @@ class FMConfig(ComponentConfig):
     logit_std: float = Field(1.0, gt=0, description="Std s of t = sigmoid(m + s n) for logit-normal sampling (SD3: 1).")
     minibatch_ot: bool = Field(
         False, description="Re-pair data and noise in each batch by exact OT on squared distance "
-                           "(OT-CFM; Tong et al. 2023).")
+                           "(OT-CFM; Tong et al. 2024).")
     sigma: float = Field(0.0, ge=0, description="Std of extra Gaussian noise on x_t (I-CFM sigma; 0 = rectified flow).")
     label_dropout: float = Field(
         0.0, ge=0, lt=1, description="Probability that a label becomes the null class, for classifier-free guidance "
