@@ -210,7 +210,7 @@ def registries():
 def load(recipe_path: str, device: torch.device, batch: int | None, extra: list[str] = ()):
     """(recipe, components) for ``recipe_path`` on ``device``, optionally with another batch size."""
     from fewstep.config import load_recipe
-    from fewstep.train.components import build_components
+    from fewstep.run.components import build_components
 
     regs = registries()
     path = Path(recipe_path) if Path(recipe_path).exists() else ROOT / recipe_path

@@ -141,3 +141,40 @@ def test_the_core_never_imports_an_objective_plugin():
     bad = [f"{name} imports {target}" for name, path in _modules().items()
            for target in _imported_names(name, path) if target.split(".")[0] in plugins]
     assert not bad, "; ".join(bad)
+
+
+def _fewstep_imports(path: Path) -> list[tuple[str, str | None]]:
+    """(module, name) of every absolute ``fewstep...`` import in a file (name None for ``import a.b``)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names if a.name.split(".")[0] == "fewstep"]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "fewstep":
+            out += [(node.module, a.name) for a in node.names]
+    return out
+
+
+def test_every_fewstep_import_in_the_repository_resolves():
+    """Scripts no test runs (bench/) and plugins import fewstep by path: a moved module breaks them silently."""
+    import importlib
+    import warnings
+
+    repo = ROOT.parent
+    folders = ("fewstep", "bench", "plugins", "examples", "tests")
+    files = [p for folder in folders for p in (repo / folder).rglob("*.py")]
+    bad = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the deprecated paths still resolve
+        for path in files:
+            for module, name in _fewstep_imports(path):
+                try:
+                    mod = importlib.import_module(module)
+                except ImportError as exc:
+                    bad.append(f"{path.relative_to(repo)}: {module} ({exc})")
+                    continue
+                if name is not None and not hasattr(mod, name):
+                    try:
+                        importlib.import_module(f"{module}.{name}")
+                    except ImportError:
+                        bad.append(f"{path.relative_to(repo)}: {module} has no {name}")
+    assert not bad, "; ".join(bad)
