@@ -36,7 +36,7 @@ class UNet(nn.Module):
     grouped_times = False  # UNet2DModel wants one time per sample (or one for the batch)
 
     def __init__(self, spec: NetworkSpec, channels=(128, 256, 256, 256), attention=(False, True, False, False),
-                 layers_per_block: int = 2, dropout: float = 0.1, norm_groups: int = 32, head_dim: int = 8):
+                 layers_per_block: int = 2, dropout: float = 0.1, norm_groups: int = 32, head_dim: int | None = None):
         super().__init__()
         from diffusers import UNet2DModel
 

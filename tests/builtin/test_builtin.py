@@ -158,7 +158,7 @@ def test_the_core_registers_its_components_under_the_core_plugin():
     from fewstep.plugins import load_registries
 
     regs = load_registries(entry_points=False, env={}, warn=False)
-    expected = {"interpolants": ["ot_fm", "vp_cosine"], "networks": ["dit", "mlp", "unet"],
+    expected = {"interpolants": ["ot_fm", "vp_cosine"], "networks": ["ddpmpp", "dit", "mlp", "unet"],
                 "kernels": ["energy", "laplace", "rbf"], "samplers": ["euler", "heun", "pushforward", "restart"],
                 "datasets": ["checkerboard", "cifar10", "digits", "eight_gaussians", "image_folder", "latents",
                              "moons", "spiral"],

@@ -39,6 +39,15 @@ def test_imm_cifar_has_table_5s_cifar_column(regs):
     assert (r.network.dropout, r.data.xflip, r.sampler.name, r.sampler.mid_etas) == (0.2, True, "pushforward", [1.4])
 
 
+def test_imm_cifar_builds_the_released_models_network(regs):
+    """DDPM++ with IMM's second time embedding: 56,061,443 parameters, as the released CIFAR-10 model."""
+    from fewstep.networks import NetworkSpec
+
+    r = load_recipe(RECIPES / "imm_cifar.yaml", registries=regs)
+    net = regs.networks.build(r.network, NetworkSpec((3, 32, 32), None, r.flowmap.second_time != "none"))
+    assert r.network.name == "ddpmpp" and sum(p.numel() for p in net.parameters()) == 56_061_443
+
+
 def test_the_cifar_recipes_compare_at_equal_network_and_budget(regs):
     rs = {n: load_recipe(RECIPES / f"{n}_cifar.yaml", registries=regs) for n in ("imm", "ct", "fm")}
     for section in ("data", "network", "interpolant", "flowmap", "train", "eval"):
