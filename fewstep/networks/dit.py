@@ -28,7 +28,8 @@ Tensor = torch.Tensor
 def sincos_2d(dim: int, grid: int) -> Tensor:
     """Fixed 2D sin-cos position embedding [grid * grid, dim] (DiT §3.1, after ViT and MAE).
 
-    Half of the channels encode the row, half the column, each as [sin(p w_k), cos(p w_k)] with
+    The first half of the channels encodes the column, the second half the row (the convention of the
+    MAE and DiT reference code, which the released IMM DiTs store), each as [sin(p w_k), cos(p w_k)] with
     w_k = 10000^(-k / (dim/4)). Tokens are numbered row by row, like :meth:`DiT.patchify`.
     """
     if dim % 4:
@@ -41,7 +42,7 @@ def sincos_2d(dim: int, grid: int) -> Tensor:
         a = p.reshape(-1, 1) * w[None]
         return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
 
-    return torch.cat([one(rows), one(cols)], dim=1).float()
+    return torch.cat([one(cols), one(rows)], dim=1).float()
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -63,7 +64,7 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         width = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Dropout(dropout),
-                                 nn.Linear(width, hidden))
+                                 nn.Linear(width, hidden), nn.Dropout(dropout))  # (timm's Mlp: dropout after both)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
     def attention(self, x: Tensor) -> Tensor:
@@ -115,8 +116,10 @@ class DiT(nn.Module):
             raise ValueError(f"network.hidden ({hidden}) must be divisible by network.heads ({heads})")
         self.channels, self.patch, self.grid = c, patch, h // patch
         self.embed = nn.Conv2d(c, hidden, patch, stride=patch)  # a linear map of each flattened patch
-        self.register_buffer("pos", sincos_2d(hidden, self.grid)[None], persistent=False)
-        self.cond = Conditioning(hidden, spec.second_time, spec.num_classes, freq_dim=256)  # DiT: 256 frequencies
+        # a frozen parameter, as in DiT's and IMM's code: it is in the state dict (and the parameter count)
+        self.pos_embed = nn.Parameter(sincos_2d(hidden, self.grid)[None], requires_grad=False)
+        # DiT: 256 frequencies, computed in float64 as in its reference code
+        self.cond = Conditioning(hidden, spec.second_time, spec.num_classes, freq_dim=256, features_dtype=torch.float64)
         self.blocks = nn.ModuleList(Block(hidden, heads, mlp_ratio, dropout) for _ in range(depth))
         self.final = FinalLayer(hidden, patch, c)
         self.reset_parameters()
@@ -145,7 +148,7 @@ class DiT(nn.Module):
 
     def patchify(self, x: Tensor) -> Tensor:
         """[B, C, H, W] -> tokens [B, (H/p)(W/p), hidden], row by row, plus the position embedding."""
-        return self.embed(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        return self.embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
 
     def unpatchify(self, y: Tensor) -> Tensor:
         """Tokens [B, N, p * p * C] -> [B, C, H, W] (DiT §3.1 "Transformer decoder")."""

@@ -9,15 +9,16 @@ from torch import nn
 Tensor = torch.Tensor
 
 
-def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """[cos(t w_k), sin(t w_k)] with w_k = max_period^(-k / (dim/2)), k = 0..dim/2-1.
+def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[cos(t w_k), sin(t w_k)] with w_k = max_period^(-k / (dim/2)), k = 0..dim/2-1, computed in ``dtype``.
 
     The transformer positional embedding used for diffusion timesteps (Vaswani et al. 2017;
-    Ho et al. 2020; DiT uses dim 256 and max period 1e4). t is expected on a 0..1000 scale.
+    Ho et al. 2020; DiT uses dim 256 and max period 1e4). t is expected on a 0..1000 scale, where
+    float32 arguments lose about 1e-4 of each phase: the DiT computes them in float64, as its reference code.
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
@@ -27,23 +28,24 @@ def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
 class TimeEmbedding(nn.Module):
     """Sinusoidal features followed by a 2-layer SiLU MLP (IMM App. I.1 builds s exactly like t)."""
 
-    def __init__(self, out_dim: int, freq_dim: int = 128):
+    def __init__(self, out_dim: int, freq_dim: int = 128, features_dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.freq_dim, self.features_dtype = freq_dim, features_dtype
         self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+        return self.mlp(sinusoidal(t, self.freq_dim, dtype=self.features_dtype).to(self.mlp[0].weight.dtype))
 
 
 class Conditioning(nn.Module):
     """emb(t) + emb(s) + emb(label): the s branch is its own MLP whose output is added to t's
     (IMM App. I.1); labels get a table with one extra row, the null class used for guidance."""
 
-    def __init__(self, dim: int, second_time: bool, num_classes: int | None, freq_dim: int = 128):
+    def __init__(self, dim: int, second_time: bool, num_classes: int | None, freq_dim: int = 128,
+                 features_dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.t_embed = TimeEmbedding(dim, freq_dim)
-        self.s_embed = TimeEmbedding(dim, freq_dim) if second_time else None
+        self.t_embed = TimeEmbedding(dim, freq_dim, features_dtype)
+        self.s_embed = TimeEmbedding(dim, freq_dim, features_dtype) if second_time else None
         self.num_classes = num_classes
         self.label_embed = nn.Embedding(num_classes + 1, dim) if num_classes else None
 

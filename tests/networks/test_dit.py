@@ -90,6 +90,31 @@ def test_parameter_counts_match_the_paper(size, paper):
     assert abs(n / paper - 1) < 0.02, f"DiT-{size}/2 has {n / 1e6:.1f}M parameters, the paper {paper / 1e6:.0f}M"
 
 
+@pytest.mark.parametrize("size, count", [("S", 33_203_728), ("B", 131_288_080), ("L", 459_399_184),
+                                         ("XL", 676_735_504)])
+def test_parameter_counts_equal_the_released_imm_dits(size, count):
+    """Counted from the official code (lumalabs/imm training/dit.py, s_embed=True) built outside the project at
+    patch 2 on 32x32x4 with 1000 classes: the separate s embedder and the frozen position embedding count."""
+    with torch.device("meta"):
+        net = DiT(NetworkSpec((4, 32, 32), 1000, second_time=True), *DIT_SIZES[size])
+    assert sum(p.numel() for p in net.parameters()) == count
+    assert not net.pos_embed.requires_grad and "pos_embed" in net.state_dict()
+
+
+def test_position_embedding_puts_the_column_first_as_the_reference_code():
+    """MAE / DiT: channels [0, d/2) encode the column (w) of a token, [d/2, d) its row, each as
+    [sin(p w_k), cos(p w_k)] with w_k = 10000^(-k/(d/4))."""
+    from fewstep.networks.dit import sincos_2d
+
+    d, grid = 8, 3
+    emb = sincos_2d(d, grid).double()
+    w = torch.tensor([10000.0 ** (-k / 2) for k in range(2)], dtype=torch.float64)
+    for token in range(grid * grid):
+        row, col = divmod(token, grid)
+        expect = torch.cat([torch.sin(col * w), torch.cos(col * w), torch.sin(row * w), torch.cos(row * w)])
+        assert torch.allclose(emb[token], expect, atol=1e-6), token
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="square images"):
         DiT(NetworkSpec((2,)), **TINY)
