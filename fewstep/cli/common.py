@@ -50,9 +50,13 @@ def print_error(exc: FewstepError) -> None:
         print(line if _has_location(line) else f"error: {line}", file=sys.stderr)
 
 
+_FILES = ("yaml", "yml", "json", "pt", "pth", "pkl", "safetensors")  # what fewstep reads: recipes, runs, checkpoints
+
+
 def _has_location(line: str) -> bool:
+    """Whether a line starts with a file (``x.yaml``, ``x.yaml:3:1``, ``.../ema.safetensors:``, ``ckpt.pt:``)."""
     head = line.split(" ", 1)[0]
-    return head.endswith((".yaml", ".yml", ".json")) or any(f".{ext}:" in head for ext in ("yaml", "yml", "json"))
+    return head.endswith(tuple(f".{ext}" for ext in _FILES)) or any(f".{ext}:" in head for ext in _FILES)
 
 
 def err(msg: str) -> None:

@@ -23,6 +23,7 @@ from fewstep.errors import CheckpointError
 from fewstep.files import atomic_dir
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+STATE_FORMAT = 2  # of state.pt; 1: fewstep 0.1.0, before fewstep.train.state.TrainState (no "format" key)
 FILES = ("model.safetensors", "ema.safetensors", "config.json", "state.pt")
 
 

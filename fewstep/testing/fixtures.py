@@ -3,13 +3,15 @@
 - :func:`tiny_vae`: a randomly initialised diffusers ``AutoencoderKL`` (4 latent channels, factor 2),
   saved as a local folder that ``data.vae`` / ``fewstep encode --vae`` accept;
 - :func:`image_folder`: a folder of PNGs in class subfolders (what the ``image_folder`` dataset reads);
-- :func:`encoded_latents`: sklearn's bundled digits encoded by :func:`tiny_vae` (what ``latents`` reads).
+- :func:`encoded_latents`: sklearn's bundled digits encoded by :func:`tiny_vae` (what ``latents`` reads);
+- :func:`persistence_pickle`: a checkpoint in the format of the released IMM models (EDM's persistence
+  pickles), written without EDM's code.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["encoded_latents", "image_folder", "tiny_vae"]
+__all__ = ["encoded_latents", "image_folder", "persistence_pickle", "tiny_vae"]
 
 
 def tiny_vae(folder: str | Path) -> Path:
@@ -60,3 +62,68 @@ def encoded_latents(folder: str | Path, n: int = 32) -> Path:
     mean, std = encode_images(load_vae(str(vae_dir)), images)
     return write_latents(folder / "latents", mean, std, labels[:n], str(vae_dir), tuple(images.shape[1:]),
                          "digits (fewstep.testing.fixtures)")
+
+
+def persistence_pickle(path: str | Path, state: dict, *, model_class: str, model_kwargs: dict, precond: dict,
+                       module_src: str = "# (EDM would keep the network's source code here)") -> Path:
+    """Write ``{"ema": IMMPrecond}`` in EDM's persistence format, as the released IMM checkpoints are, without
+    EDM's code: the IMMPrecond and its network are persistent records (``torch_utils.persistence.
+    _reconstruct_persistent_obj(meta)`` with the class name, the source ``module_src`` and the object's
+    state), the network's submodules plain ``torch.nn.Module`` objects holding the tensors of ``state``
+    (a flat state dict under the official names) as parameters, ``resample_filter`` ones as buffers."""
+    import collections
+    import pickle
+    import sys
+    import types
+
+    import torch
+
+    def _reconstruct_persistent_obj(meta):  # pragma: no cover - only its name is pickled
+        raise RuntimeError("written for pickling only")
+
+    class Record:
+        def __init__(self, class_name: str, state: dict):
+            self.class_name, self.state = class_name, state
+
+        def __reduce__(self):
+            meta = {"type": "class", "version": 6, "module_src": module_src, "class_name": self.class_name,
+                    "state": self.state}
+            return _reconstruct_persistent_obj, (meta,), None
+
+    def node() -> dict:
+        return {"training": False, "_parameters": collections.OrderedDict(), "_buffers": collections.OrderedDict(),
+                "_non_persistent_buffers_set": set(), "_modules": collections.OrderedDict()}
+
+    root = node()
+    for name, tensor in state.items():
+        *parents, leaf = name.split(".")
+        at = root
+        for part in parents:
+            child = at["_modules"].get(part)
+            if child is None:
+                child = at["_modules"][part] = torch.nn.Module()
+                child.training = False
+            at = child.__dict__
+        kind = "_buffers" if leaf == "resample_filter" else "_parameters"
+        at[kind][leaf] = tensor.detach().clone() if kind == "_buffers" else torch.nn.Parameter(tensor.detach().clone(),
+                                                                                                requires_grad=False)
+    model = Record(model_class, {**root, "_init_kwargs": dict(model_kwargs), "_init_args": ()})
+    precond_state = {**node(), **precond, "_init_args": (), "_init_kwargs": dict(precond)}
+    precond_state["_modules"]["model"] = model
+    fake = types.ModuleType("torch_utils.persistence")
+    fake._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    _reconstruct_persistent_obj.__module__, _reconstruct_persistent_obj.__qualname__ = (
+        "torch_utils.persistence", "_reconstruct_persistent_obj")
+    saved = {k: sys.modules.get(k) for k in ("torch_utils", "torch_utils.persistence")}
+    sys.modules["torch_utils"], sys.modules["torch_utils.persistence"] = types.ModuleType("torch_utils"), fake
+    try:
+        path = Path(path)
+        with path.open("wb") as fh:
+            pickle.dump({"ema": Record("IMMPrecond", precond_state)}, fh, protocol=4)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+    return path

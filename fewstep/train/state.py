@@ -11,8 +11,7 @@ from typing import Any
 
 from fewstep.errors import CheckpointError
 from fewstep.protocols import Stateful
-
-FORMAT = 2  # 1: before TrainState (top-level "ema_updates", no "format")
+from fewstep.run.checkpoint import STATE_FORMAT as FORMAT  # 1: before TrainState (top-level "ema_updates")
 
 __all__ = ["FORMAT", "TrainState"]
 

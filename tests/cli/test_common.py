@@ -97,7 +97,8 @@ def test_clean_errors_lets_other_exceptions_through(monkeypatch):
     ("runs/a/step_1/config.json: unreadable", "runs/a/step_1/config.json: unreadable"),
     ("bench.json entries: bad", "bench.json entries: bad"),
     ("train.device: 'tpu' is not a device", "error: train.device: 'tpu' is not a device"),
-    ("model.safetensors: unreadable", "error: model.safetensors: unreadable"),
+    ("runs/a/ema.safetensors: unreadable checkpoint", "runs/a/ema.safetensors: unreadable checkpoint"),
+    ("cifar10.pt: refused to load", "cifar10.pt: refused to load"),
     ("the file yaml: is odd", "error: the file yaml: is odd"),
 ])
 def test_print_error_keeps_file_locations_first(line, shown, capsys):
