@@ -30,12 +30,14 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     from fewstep.config import load_recipe
     from fewstep.eval.grids import training_grids
     from fewstep.plugins import get_registries
+    from fewstep.run.checkpoint import latest_checkpoint
     from fewstep.run.components import build_components, set_threads
     from fewstep.run.dist import from_env
     from fewstep.run.rundir import (
         blocking_changes,
         find_resumable,
         group_dir,
+        load_init,
         new_run_dir,
         numeric_changes,
         write_recipe,
@@ -60,6 +62,10 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
         run = Path(dist.broadcast(str(run)))
         set_threads(recipe.train.threads)
         comps = build_components(recipe, regs, dist.device(device))
+        if recipe.train.init and latest_checkpoint(run) is None:  # a new run starts from another's weights
+            ckpt = load_init(comps.net, recipe.train.init)
+            if dist.main:
+                log(f"initialised from {ckpt} (EMA weights)")
         numeric = numeric_changes(run, recipe)
         if numeric and dist.main:
             log(f"resuming {run} with {', '.join(numeric)} changed: it continues from its checkpoint, "

@@ -157,3 +157,33 @@ def test_sample_run_refuses_an_out_that_is_a_folder(trained, tmp_path):
         sample_run(result.run_dir, [1], out=tmp_path, registries=regs)
     with pytest.raises(ConfigError, match="is a folder"):  # checked before the run is even looked at
         sample_run(tmp_path / "not-a-run", [1], out=tmp_path, registries=regs)
+
+
+def test_train_init_starts_a_new_run_from_another_runs_ema_weights(recipe, regs, tmp_path):
+    """train.init: the new run's weights (raw and EMA) start as the source run's EMA weights; with a learning
+    rate far below float32 resolution the first step leaves them as they are, so they can be compared."""
+    from safetensors.torch import load_file
+
+    from fewstep.run.checkpoint import latest_checkpoint
+
+    source = train_recipe(recipe, registries=regs, progress=False).run_dir
+    logs = []
+    started = train_recipe(recipe, ["output.name=started", f"train.init={source.parent}", "train.steps=1",
+                                    "train.lr=1e-30", "train.warmup_steps=0"], registries=regs, progress=False,
+                           log=logs.append).run_dir
+    ema = load_file(str(latest_checkpoint(source) / "ema.safetensors"))
+    for file in ("model.safetensors", "ema.safetensors"):
+        got = load_file(str(latest_checkpoint(started) / file))
+        assert all(torch.equal(got[k], ema[k]) for k in ema), file
+    assert any(line.startswith(f"initialised from {latest_checkpoint(source)}") for line in logs)
+
+
+def test_train_init_from_another_network_or_nothing_is_one_line_and_writes_nothing(recipe, regs, tmp_path):
+    source = train_recipe(recipe, registries=regs, progress=False).run_dir
+    with pytest.raises(CheckpointError, match="does not match the recipe's network"):
+        train_recipe(recipe, ["output.name=wide", f"train.init={source}", "network.width=24"], registries=regs,
+                     progress=False)
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        train_recipe(recipe, ["output.name=none", f"train.init={tmp_path / 'nothing'}"], registries=regs,
+                     progress=False)
+    assert not (tmp_path / "runs" / "wide").exists() and not (tmp_path / "runs" / "none").exists()

@@ -77,6 +77,10 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
     sample_every: Optional[int] = Field(None, ge=1, description="Steps between sample PNGs; null = only at the end.")
+    init: Optional[str] = Field(
+        None, description="Start a new run from another run's EMA weights: its directory (runs/<name>/<timestamp>, or "
+                          "runs/<name> for the newest), e.g. one made by fewstep import-checkpoint; null = random "
+                          "initialisation. A resumed run continues from its own checkpoint.")
 
 
 class EvalBase(Section):

@@ -24,7 +24,7 @@ from fewstep.version import __version__
 #   from its checkpoint, but not bit for bit as an uninterrupted run would (other kernels, other float
 #   rounding; a switch to fp16 starts a fresh loss scale), and training says so when it resumes.
 NUMERIC_CHANGES = {("train", "device"), ("train", "threads"), ("train", "precision"), ("train", "compile")}
-RESUMABLE_CHANGES = {("train", "steps"), ("train", "log_every"), ("train", "checkpoint_every"),
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "init"), ("train", "log_every"), ("train", "checkpoint_every"),
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("output",), ("eval",), ("sampler",),
                      *NUMERIC_CHANGES}
 
@@ -155,6 +155,17 @@ def load_run_recipe(run_dir: Path, regs):
         raise CheckpointError(f"{path}: not a recipe (a mapping of sections)")
     data.pop("_provenance", None)
     return recipe_from_dict(data, regs, path=str(path))
+
+
+def load_init(net, source: str | Path) -> Path:
+    """``train.init``: put the EMA weights of the latest checkpoint of run ``source`` into ``net`` (a new run
+    starts from them); returns that checkpoint. A network that does not match is a CheckpointError."""
+    run = resolve_run(source)
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise CheckpointError(f"train.init: {run} has no checkpoint to start from")
+    load_weights(ckpt / "ema.safetensors", net)
+    return ckpt
 
 
 def load_run(path: str | Path, regs, device: str | None = None, use_ema: bool | None = None
