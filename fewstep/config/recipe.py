@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model, model_validator
 
 from fewstep.errors import RecipeError
 from fewstep.protocols import ChecksRecipe, HasDefaultSampler
@@ -64,6 +64,11 @@ class TrainConfig(Section):
     ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay of the evaluation weights (IMM Table 5).")
     accumulate: int = Field(1, ge=1, description="Gradient accumulation: each process runs this many shards of its "
                                                   "share of batch_size per optimiser step.")
+    micro_batch: Optional[int] = Field(
+        None, ge=1, description="Samples per forward pass on one device; the accumulation steps follow from it and "
+                                "the number of processes, batch_size / (processes x micro_batch), and the optimiser "
+                                "steps are those of any other split (IMM's batch of 4096 fits no single GPU). null: "
+                                "use accumulate.")
     compile: bool = Field(False, description="torch.compile the network for training (the first steps wait for the "
                                              "compiler; a GPU and long runs gain most).")
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
@@ -77,6 +82,25 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
     sample_every: Optional[int] = Field(None, ge=1, description="Steps between sample PNGs; null = only at the end.")
+
+    @model_validator(mode="after")
+    def _micro_batch(self):
+        if self.micro_batch is not None:
+            if self.accumulate != 1:
+                raise ValueError("set micro_batch or accumulate, not both (micro_batch derives the accumulation steps)")
+            if self.batch_size % self.micro_batch:
+                raise ValueError(f"micro_batch {self.micro_batch} must divide batch_size {self.batch_size}")
+        return self
+
+    def split(self, processes: int) -> tuple[int, int]:
+        """(accumulation steps, samples per pass) of one process among ``processes``; a ConfigError-worthy
+        ValueError when the batch does not split."""
+        acc = self.batch_size // (processes * self.micro_batch) if self.micro_batch else self.accumulate
+        if acc < 1 or self.batch_size % (processes * acc):
+            raise ValueError(f"train.batch_size: {self.batch_size} does not split into {processes} process(es) x "
+                             f"{max(acc, 1)} accumulation step(s)"
+                             + (f" of micro_batch {self.micro_batch}" if self.micro_batch else ""))
+        return acc, self.batch_size // (processes * acc)
     init: Optional[str] = Field(
         None, description="Start a new run from another run's EMA weights: its directory (runs/<name>/<timestamp>, or "
                           "runs/<name> for the newest), e.g. one made by fewstep import-checkpoint; null = random "

@@ -76,12 +76,11 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
     dist = dist or Dist()
     fm, net, obj = comps.flowmap, comps.net, comps.objective
 
-    # --- the batch split: world x accumulate shards of the global batch ---------------------------
-    shards = dist.world * cfg.accumulate
-    if cfg.batch_size % shards:
-        raise ConfigError(f"train.batch_size: {cfg.batch_size} does not split into {dist.world} process(es) x "
-                          f"{cfg.accumulate} accumulation step(s)")
-    shard_size = cfg.batch_size // shards
+    # --- the batch split: world x accumulate shards of the global batch (train.micro_batch sets their size) ---
+    try:
+        accumulate, shard_size = cfg.split(dist.world)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     # --- optimiser, EMA, precision, and the state a checkpoint restores besides the weights -------
     params = [p for p in net.parameters() if p.requires_grad]
@@ -121,6 +120,13 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
             save_checkpoint(run_dir, step, net, ema.net, state.state_dict(), config, keep=cfg.keep_checkpoints)
         dist.barrier()
 
+    def out_of_memory(micro: int, acc: int) -> ConfigError:
+        smaller = max(1, micro // 2)
+        return ConfigError(f"train.micro_batch: CUDA ran out of memory at {micro} samples per pass on one device "
+                           f"(batch_size {cfg.batch_size} / {dist.world} process(es) / {acc} accumulation step(s)); "
+                           f"try --set train.micro_batch={smaller} (the same optimiser steps); the last checkpoint is "
+                           f"in {run_dir / 'checkpoints'}")
+
     def diverged(what: str, value: torch.Tensor, step: int) -> TrainingDiverged:
         return TrainingDiverged(f"{what} is {value.item()} at step {step + 1}; "
                                 f"last good checkpoint kept in {run_dir / 'checkpoints'}")
@@ -137,8 +143,8 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             opt.zero_grad(set_to_none=True)
-            for m in range(cfg.accumulate):
-                shard = dist.rank * cfg.accumulate + m  # its seeds: the same whatever the process layout
+            for m in range(accumulate):
+                shard = dist.rank * accumulate + m  # its seeds: the same whatever the process layout
                 obj_seed = step_seed(cfg.seed, shard, step, "objective")
                 torch.default_generator.manual_seed(obj_seed)  # torch.manual_seed costs ~0.2-0.5 ms a call
                 if on_cuda:  # (it queues lazy seeds for every accelerator type, with a stack trace each)
@@ -146,17 +152,20 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                 gen = torch.Generator().manual_seed(step_seed(cfg.seed, shard, step, "data"))
                 batch = comps.dataset.sample(shard_size, gen)
                 batch = type(batch)(*(None if v is None else v.to(comps.device, non_blocking=True) for v in batch))
-                last = m == cfg.accumulate - 1
+                last = m == accumulate - 1
                 with (unwrap_ddp(model).no_sync() if dist.world > 1 and not last else nullcontext()):
-                    with prec.autocast():
-                        loss, logs = obj.loss(fm, batch, step)
-                    if not torch.isfinite(loss):
-                        raise diverged("loss", loss, step)
-                    prec.backward(loss / cfg.accumulate)
-                loss_sum += loss.detach() / cfg.accumulate
+                    try:
+                        with prec.autocast():
+                            loss, logs = obj.loss(fm, batch, step)
+                        if not torch.isfinite(loss):
+                            raise diverged("loss", loss, step)
+                        prec.backward(loss / accumulate)
+                    except torch.cuda.OutOfMemoryError:
+                        raise out_of_memory(shard_size, accumulate) from None
+                loss_sum += loss.detach() / accumulate
                 for k, v in logs.items():
                     v = v.detach() if torch.is_tensor(v) else float(v)
-                    logs_sum[k] = logs_sum.get(k, 0.0) + v / cfg.accumulate
+                    logs_sum[k] = logs_sum.get(k, 0.0) + v / accumulate
             prec.unscale(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             if not torch.isfinite(grad_norm) and not prec.tolerates_overflow:

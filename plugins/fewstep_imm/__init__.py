@@ -74,8 +74,11 @@ class IMMConfig(ComponentConfig):
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
         """Cross-section checks: group size vs batch, the mapping's time range, the second time input."""
         out = []
-        batch, acc = recipe.train.batch_size, recipe.train.accumulate
-        if batch % (self.group_size * acc):
+        batch, acc, micro = recipe.train.batch_size, recipe.train.accumulate, recipe.train.micro_batch
+        if micro is not None and micro % self.group_size:
+            out.append((("objective", "group_size"),
+                        f"must divide train.micro_batch (got group_size {self.group_size}, micro_batch {micro})"))
+        elif micro is None and batch % (self.group_size * acc):
             out.append((("objective", "group_size"),
                         f"must divide each accumulation shard of train.batch_size (got group_size {self.group_size}, "
                         f"batch_size {batch}, accumulate {acc}); with several GPUs it must divide the per-device "

@@ -127,3 +127,42 @@ def test_a_finished_run_is_not_resumed_and_steps_can_be_extended(recipe, regs):
     assert again.run_dir != first.run_dir and again.start_step == 0
     longer = train_recipe(path, ["train.steps=30"], run_dir=first.run_dir, registries=regs, progress=False)
     assert (longer.start_step, longer.end_step) == (20, 30)
+
+
+def test_micro_batch_takes_the_same_steps_as_the_equivalent_accumulation(recipe, regs):
+    """micro_batch 64 of batch 256 on one process is accumulate 4: the same shards, seeds and weights."""
+    path = recipe(steps=20, every=20)
+    micro = train_recipe(path, ["output.name=micro", "train.micro_batch=64"], registries=regs, progress=False)
+    acc = train_recipe(path, ["output.name=acc", "train.accumulate=4"], registries=regs, progress=False)
+    a, b = weights(micro.run_dir)[0], weights(acc.run_dir)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("sets, expect", [
+    (["train.micro_batch=64", "train.accumulate=2"], "set micro_batch or accumulate, not both"),
+    (["train.micro_batch=100"], "micro_batch 100 must divide batch_size 256"),
+    (["objective={name: imm, group_size: 8}", "train.micro_batch=12", "train.batch_size=240"],
+     "objective.group_size: must divide train.micro_batch (got group_size 8, micro_batch 12)"),
+])
+def test_micro_batch_settings_that_cannot_work_are_recipe_errors(recipe, regs, sets, expect):
+    from fewstep.config import load_recipe
+    from fewstep.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=expect.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(recipe(), sets, regs)
+
+
+def test_cuda_out_of_memory_is_one_line_naming_the_micro_batch(recipe, regs, monkeypatch):
+    from fewstep.errors import ConfigError
+    from fewstep_fm.objective import FlowMatching
+
+    def oom(self, fm, batch, step):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(FlowMatching, "loss", oom)
+    with pytest.raises(ConfigError) as exc:
+        train_recipe(recipe(), ["train.micro_batch=128"], registries=regs, progress=False)
+    line = str(exc.value)
+    assert line.startswith("train.micro_batch: CUDA ran out of memory at 128 samples per pass on one device "
+                           "(batch_size 256 / 1 process(es) / 2 accumulation step(s)); try --set train.micro_batch=64")
+    assert "\n" not in line
