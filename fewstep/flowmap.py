@@ -9,7 +9,8 @@ FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time m
 """
 from __future__ import annotations
 
-from typing import Literal
+from contextlib import contextmanager
+from typing import Iterator, Literal
 
 import torch
 from torch import nn
@@ -135,6 +136,18 @@ class FlowMap(nn.Module):
         self.time_scale = float(time_scale)
         self.num_classes = num_classes
         self.nfe = 0
+        self.augment_labels: Tensor | None = None  # of the batch being trained on: see augmented()
+
+    @contextmanager
+    def augmented(self, labels: Tensor | None) -> Iterator[FlowMap]:
+        """Hand the augmentation labels [B, 9] of the batch being trained on (EDM's pipeline,
+        :mod:`fewstep.data.augment`) to the backbone on every pass until the block ends, target passes
+        included (:meth:`with_net` keeps them); outside it, as at sampling, the backbone gets none (zeros)."""
+        before, self.augment_labels = self.augment_labels, labels
+        try:
+            yield self
+        finally:
+            self.augment_labels = before
 
     def _times(self, x: Tensor, *ts: Tensor | float) -> list[Tensor]:
         """Times as float tensors on x's device (never Python floats): [B] per sample, or [G] for
@@ -187,12 +200,17 @@ class FlowMap(nn.Module):
         u, c_noise = bcast(self.c_in(t), x_t) * x_t, self.time_scale * t
         n = x_t.shape[0]
         c_noise, e2 = self._net_times(c_noise, n), self._net_times(e2, n)
+        aug = self.augment_labels
+        if aug is not None and aug.shape[0] != n:
+            raise ValueError(f"augmentation labels for {aug.shape[0]} samples but a network call on {n}: an objective "
+                             "that passes part of its batch cannot train on augmented images (data.augment: 0)")
         if guidance == 1.0 or cond is None:
             self.nfe += 1
-            return self.net(u, c_noise, e2, cond)
+            return self.net(u, c_noise, e2, cond) if aug is None else self.net(u, c_noise, e2, cond, augment_labels=aug)
         self.nfe += 2
         two = lambda v: None if v is None else torch.cat([v, v])  # noqa: E731
-        out = self.net(two(u), two(c_noise), two(e2), torch.cat([cond, self.null_labels(cond)]))
+        extra = {} if aug is None else {"augment_labels": two(aug)}
+        out = self.net(two(u), two(c_noise), two(e2), torch.cat([cond, self.null_labels(cond)]), **extra)
         g_cond, g_null = out.chunk(2)
         return g_null + guidance * (g_cond - g_null)
 
@@ -224,8 +242,9 @@ class FlowMap(nn.Module):
 
     def with_net(self, net: nn.Module) -> "FlowMap":
         """The same flow map around other weights (an EMA copy, a target network)."""
-        return FlowMap(net, self.interpolant, self.param.name, self.second_time, self.time_scale,
-                       self.num_classes)
+        out = FlowMap(net, self.interpolant, self.param.name, self.second_time, self.time_scale, self.num_classes)
+        out.augment_labels = self.augment_labels
+        return out
 
     def coefficients(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(c_skip(s, t), c_out(s, t)) of f; IMM's kernel bandwidth is 1 / |c_out(s, t)|."""

@@ -249,7 +249,25 @@ class SpiralConfig(ComponentConfig):
     noise: float = Field(0.05, ge=0, description="Relative std of the Gaussian noise.")
 
 
-class DigitsConfig(ComponentConfig):
+class ImagesConfig(ComponentConfig):
+    """What every in-memory image data set shares: EDM's augmentation (fewstep.data.augment)."""
+
+    augment: float = Field(
+        0.0, ge=0, le=1, description="EDM's non-leaking augmentation probability p (EDM's CIFAR-10: 0.12; IMM Table 5 "
+                                     "turns augmentation on without stating p): flips, scaling, rotation, anisotropic "
+                                     "scaling and translation, 9 labels conditioning the network (augment_dim: 9); "
+                                     "0 = off.")
+
+    def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
+        """Augmented images need a network conditioned on the 9 augmentation labels."""
+        if self.augment > 0 and recipe.network.model_dump().get("augment_dim") != 9:
+            return [(("data", "augment"), f"needs a network that takes the 9 augmentation labels "
+                                          f"(network.augment_dim: 9; {recipe.network.name} has "
+                                          f"{recipe.network.model_dump().get('augment_dim', 'none')})")]
+        return []
+
+
+class DigitsConfig(ImagesConfig):
     size: Literal[8, 16, 32] = Field(
         8, description="Image side in pixels: the 8x8 originals, or bilinear upsamplings for UNets.")
     conditional: bool = Field(
@@ -257,7 +275,7 @@ class DigitsConfig(ComponentConfig):
     xflip: bool = Field(False, description="Mirror half of each batch left-right (data augmentation; off for digits).")
 
 
-class CIFAR10Config(ComponentConfig):
+class CIFAR10Config(ImagesConfig):
     @classmethod
     def example(cls, folder: Path) -> dict:
         """The conformance kit never downloads: it checks CIFAR-10 where the data already is."""
@@ -272,14 +290,13 @@ class CIFAR10Config(ComponentConfig):
     xflip: bool = Field(True, description="Mirror half of each batch left-right (IMM Table 5, CIFAR-10: x-flip on).")
 
 
-class ImageFolderConfig(ComponentConfig):
+class ImageFolderConfig(ImagesConfig):
     @classmethod
     def example(cls, folder: Path) -> dict:
         """Two class subfolders of small PNGs (fewstep.testing.fixtures.image_folder), read as 8 x 8."""
         from fewstep.testing.fixtures import image_folder
 
         return {"root": str(image_folder(folder / "images")), "size": 8, "conditional": True}
-
 
     root: str = Field(
         description="Folder of images (png, jpg, bmp, webp), searched recursively; class subfolders give labels.")

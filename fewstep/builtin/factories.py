@@ -13,21 +13,21 @@ def build_digits(cfg, sigma_d: float = 0.5):
     """sklearn's 8x8 digits as an image dataset with overall std sigma_d."""
     from fewstep.data.images import load_digits_dataset
 
-    return load_digits_dataset(cfg.size, sigma_d, cfg.conditional, cfg.xflip)
+    return load_digits_dataset(cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.augment)
 
 
 def build_cifar10(cfg, sigma_d: float = 0.5):
     """CIFAR-10 through torchvision as an image dataset with overall std sigma_d."""
     from fewstep.data.images import load_cifar10
 
-    return load_cifar10(cfg.root, cfg.split, cfg.download, sigma_d, cfg.conditional, cfg.xflip)
+    return load_cifar10(cfg.root, cfg.split, cfg.download, sigma_d, cfg.conditional, cfg.xflip, cfg.augment)
 
 
 def build_image_folder(cfg, sigma_d: float = 0.5):
     """A folder of images as an image dataset with overall std sigma_d."""
     from fewstep.data.images import load_image_folder
 
-    return load_image_folder(cfg.root, cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.channels)
+    return load_image_folder(cfg.root, cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.channels, cfg.augment)
 
 
 def build_latents(cfg, sigma_d: float = 0.5):

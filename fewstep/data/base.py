@@ -13,8 +13,11 @@ import torch
 
 
 class Batch(NamedTuple):
-    """Data ``x`` with per-dimension std about sigma_d, and optional integer class labels ``cond``."""
+    """Data ``x`` with per-dimension std about sigma_d, optional integer class labels ``cond``, and the
+    augmentation labels [n, 9] of images augmented by EDM's pipeline (:mod:`fewstep.data.augment`), which
+    the training loop hands the network on every pass of the step (None: not augmented)."""
 
     x: torch.Tensor
     cond: torch.Tensor | None = None
+    augment: torch.Tensor | None = None
 

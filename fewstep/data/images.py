@@ -26,12 +26,12 @@ class ImageDataset:
     kind = "images"
 
     def __init__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None, *, sigma_d: float = 0.5,
-                 conditional: bool = False, xflip: bool = False, name: str = "images") -> None:
+                 conditional: bool = False, xflip: bool = False, augment: float = 0.0, name: str = "images") -> None:
         if pixels.ndim != 4:
             raise ValueError(f"pixels must be [N, C, H, W], got shape {tuple(pixels.shape)}")
         if conditional and labels is None:
             raise ValueError(f"{name}: conditional=True needs labels")
-        self.name, self.sigma_d, self.xflip = name, float(sigma_d), bool(xflip)
+        self.name, self.sigma_d, self.xflip, self.augment = name, float(sigma_d), bool(xflip), float(augment)
         # uint8 pixels (0..255) stay uint8 in memory (CIFAR-10: 150 MB, not 600) and are scaled per batch
         self.pixels = pixels.contiguous() if pixels.dtype == torch.uint8 else pixels.to(torch.float32).contiguous()
         self._scale = 1 / 255 if pixels.dtype == torch.uint8 else 1.0
@@ -63,14 +63,21 @@ class ImageDataset:
         return px if px.dtype == torch.uint8 else (px * 255).round().to(torch.uint8)
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
-        """``n`` images drawn uniformly with replacement (and flipped when ``xflip``)."""
+        """``n`` images drawn uniformly with replacement (flipped when ``xflip``; augmented by EDM's pipeline
+        with probability ``augment``, in [-1, 1] as EDM does, with the 9 labels in ``Batch.augment``)."""
         idx = torch.randint(0, len(self), (n,), generator=generator)
         x = self.pixels[idx].to(torch.float32) * self._scale
         if self.xflip:
             flip = torch.rand(n, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        labels = None
+        if self.augment > 0:
+            from fewstep.data.augment import augment
+
+            x, labels = augment(x * 2 - 1, self.augment, generator)
+            x = (x + 1) / 2
         cond = self.labels[idx] if self.num_classes else None
-        return Batch(self.normalise(x), cond)
+        return Batch(self.normalise(x), cond, labels)
 
     def __repr__(self) -> str:
         return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.shape}, classes={self.num_classes})"
@@ -91,7 +98,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
 def load_cifar10(root: str = "data", split: str = "train", download: bool = True, sigma_d: float = 0.5,
-                 conditional: bool = False, xflip: bool = True) -> ImageDataset:
+                 conditional: bool = False, xflip: bool = True, augment: float = 0.0) -> ImageDataset:
     """CIFAR-10 (Krizhevsky 2009) through torchvision: 50k training or 10k test images, 3 x 32 x 32.
 
     Without the files and without a network, a ConfigError names the archive and where to put it.
@@ -113,14 +120,15 @@ def load_cifar10(root: str = "data", split: str = "train", download: bool = True
                           f"extract it into {Path(root).resolve()}, or set data.root to where it is") from None
     pixels = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, 32, 32]
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
-    return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name="cifar10")
+    return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, augment=augment,
+                        name="cifar10")
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def load_image_folder(root: str, size: int, sigma_d: float = 0.5, conditional: bool = False, xflip: bool = False,
-                      channels: int = 3) -> ImageDataset:
+                      channels: int = 3, augment: float = 0.0) -> ImageDataset:
     """Every image under ``root`` (class subfolders give labels, sorted by name), resized so its short
     side is ``size`` and centre-cropped to size x size (as ADM / EDM prepare ImageNet), held as uint8."""
     from pathlib import Path
@@ -152,7 +160,8 @@ def load_image_folder(root: str, size: int, sigma_d: float = 0.5, conditional: b
             raise ConfigError(f"data.root: {path} is not a readable image ({exc})") from None
         out[i] = arr.permute(2, 0, 1)
     labels = torch.tensor([index[p.parent.relative_to(base).as_posix()] for p in files], dtype=torch.long)
-    return ImageDataset(out, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name=f"folder:{base.name}")
+    return ImageDataset(out, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, augment=augment,
+                        name=f"folder:{base.name}")
 
 
 def digits_pixels(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,6 +180,7 @@ def digits_pixels(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_digits_dataset(size: int = 8, sigma_d: float = 0.5, conditional: bool = False,
-                        xflip: bool = False) -> ImageDataset:
+                        xflip: bool = False, augment: float = 0.0) -> ImageDataset:
     pixels, labels = digits_pixels(size)
-    return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, name="digits")
+    return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, augment=augment,
+                        name="digits")

@@ -155,7 +155,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                 last = m == accumulate - 1
                 with (unwrap_ddp(model).no_sync() if dist.world > 1 and not last else nullcontext()):
                     try:
-                        with prec.autocast():
+                        with prec.autocast(), fm.augmented(batch.augment):  # EDM's labels, if augmented
                             loss, logs = obj.loss(fm, batch, step)
                         if not torch.isfinite(loss):
                             raise diverged("loss", loss, step)

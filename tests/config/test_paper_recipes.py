@@ -39,13 +39,15 @@ def test_imm_cifar_has_table_5s_cifar_column(regs):
     assert (r.network.dropout, r.data.xflip, r.sampler.name, r.sampler.mid_etas) == (0.2, True, "pushforward", [1.4])
 
 
-def test_imm_cifar_builds_the_released_models_network(regs):
-    """DDPM++ with IMM's second time embedding: 56,061,443 parameters, as the released CIFAR-10 model."""
+def test_imm_cifar_builds_the_released_models_network_with_augmentation_labels(regs):
+    """DDPM++ with IMM's second time embedding (the released CIFAR-10 model's 56,061,443 parameters) and EDM's
+    augmentation pipe at p = 0.12 with its 9 labels as network input (+ 9 x 128 = 1,152)."""
     from fewstep.networks import NetworkSpec
 
     r = load_recipe(RECIPES / "imm_cifar.yaml", registries=regs)
+    assert (r.data.augment, r.network.augment_dim) == (0.12, 9)
     net = regs.networks.build(r.network, NetworkSpec((3, 32, 32), None, r.flowmap.second_time != "none"))
-    assert r.network.name == "ddpmpp" and sum(p.numel() for p in net.parameters()) == 56_061_443
+    assert r.network.name == "ddpmpp" and sum(p.numel() for p in net.parameters()) == 56_061_443 + 1_152
 
 
 def test_the_cifar_recipes_compare_at_equal_network_and_budget(regs):
