@@ -41,8 +41,9 @@ def fewstep_register_kernels(registry: Registrar) -> None:
 def fewstep_register_objectives(registry: Registrar) -> None:
     """Register training objectives. Factory: ``factory(cfg, interpolant) -> Objective`` with
     ``loss(flowmap, batch, step) -> (scalar tensor, dict of floats or 0-d tensors)``. The Config
-    model may set ``default_sampler: ClassVar[dict]`` and ``check_recipe(recipe) -> [(loc, message)]``,
-    and reference other components with ``fewstep.registry.component_ref`` (built by ``build_ref``).
+    model may set ``default_sampler`` (a ClassVar dict, or a property of its fields) and
+    ``check_recipe(recipe) -> [(loc, message)]``, and reference other components with
+    ``fewstep.registry.component_ref`` (built by ``build_ref``).
     The objective may define ``setup(recipe)`` (called once after it is built, e.g. to read
     ``train.steps``) and ``state_dict()``/``load_state_dict()`` (checkpointed with the run)."""
 

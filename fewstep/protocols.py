@@ -169,9 +169,11 @@ class ChecksRecipe(Protocol):
 
 @runtime_checkable
 class HasDefaultSampler(Protocol):
-    """An objective Config's sampler section for recipes that leave ``sampler`` out."""
+    """An objective Config's sampler section for recipes that leave ``sampler`` out: a class attribute,
+    or a property when it depends on the config's own fields (CT starts at its ``sigma_max``)."""
 
-    default_sampler: ClassVar[dict[str, Any]]
+    @property
+    def default_sampler(self) -> dict[str, Any]: ...
 
 
 @runtime_checkable

@@ -17,36 +17,37 @@ Tensor = torch.Tensor
 
 
 # --- schedules ---------------------------------------------------------------------------------
-def uniform_schedule(ip: Interpolant, n: int) -> Tensor:
-    """t_i = T + (i / n)(eps - T), i = 0..n: uniform in t (IMM §7.3, ImageNet default)."""
-    return torch.linspace(ip.T, ip.eps, n + 1, dtype=torch.float64)
+def uniform_schedule(ip: Interpolant, n: int, t_max: float | None = None) -> Tensor:
+    """t_i = T + (i / n)(eps - T), i = 0..n: uniform in t (IMM §7.3, ImageNet default); ``t_max`` replaces T."""
+    return torch.linspace(ip.T if t_max is None else t_max, ip.eps, n + 1, dtype=torch.float64)
 
 
-def eta_schedule(ip: Interpolant, n: int, mid_etas: Sequence[float]) -> Tensor:
+def eta_schedule(ip: Interpolant, n: int, mid_etas: Sequence[float], t_max: float | None = None) -> Tensor:
     """T, then the times whose eta_t are ``mid_etas`` (descending), then eps.
 
     IMM's 2-step CIFAR-10 sampler goes T -> eta^-1(1.4) -> eps, i.e. 0.994 -> 0.5833 -> 0.006 under
     OT-FM (IMM App. I.2). Used when ``len(mid_etas) == n - 1``; other step counts fall back to uniform.
     """
     if len(mid_etas) != n - 1:
-        return uniform_schedule(ip, n)
+        return uniform_schedule(ip, n, t_max)
     mids = ip.eta_inv(torch.tensor(sorted(mid_etas, reverse=True), dtype=torch.float64))
-    ts = torch.cat([torch.tensor([ip.T], dtype=torch.float64), mids,
+    ts = torch.cat([torch.tensor([ip.T if t_max is None else t_max], dtype=torch.float64), mids,
                     torch.tensor([ip.eps], dtype=torch.float64)])
     if not bool((ts[:-1] > ts[1:]).all()):
         raise ValueError(f"mid_etas {list(mid_etas)} must lie strictly inside (eta(eps), eta(T))")
     return ts
 
 
-def edm_schedule(ip: Interpolant, n: int, rho: float = 7.0) -> Tensor:
+def edm_schedule(ip: Interpolant, n: int, rho: float = 7.0, t_max: float | None = None) -> Tensor:
     """EDM's rho-schedule in eta: eta_i = (eta_max^(1/rho) + i/n (eta_min^(1/rho) - eta_max^(1/rho)))^rho,
     then t = eta^-1 (Karras et al. 2022 Eq. 5; IMM App. I.2). eta_min = eta(eps) may be 0."""
-    t_ends = torch.tensor([ip.T, ip.eps], dtype=torch.float64)
+    start = ip.T if t_max is None else t_max
+    t_ends = torch.tensor([start, ip.eps], dtype=torch.float64)
     e_max, e_min = ip.eta(t_ends).tolist()
     i = torch.arange(n + 1, dtype=torch.float64) / n
     eta = (e_max ** (1 / rho) + i * (e_min ** (1 / rho) - e_max ** (1 / rho))) ** rho
     ts = ip.eta_inv(eta)
-    ts[0], ts[-1] = ip.T, ip.eps  # exact endpoints despite rounding
+    ts[0], ts[-1] = start, ip.eps  # exact endpoints despite rounding
     return ts
 
 
@@ -54,16 +55,19 @@ SCHEDULES = ("uniform", "eta", "edm")
 
 
 def make_schedule(ip: Interpolant, n: int, kind: str = "uniform", *, mid_etas: Sequence[float] = (1.4,),
-                  rho: float = 7.0) -> Tensor:
-    """The descending grid of n + 1 times for an n-step sampler (float64)."""
+                  rho: float = 7.0, sigma_max: float | None = None) -> Tensor:
+    """The descending grid of n + 1 times for an n-step sampler (float64), from T, or from the time of EDM
+    noise level ``sigma_max`` (sigma_d eta_t) when that is earlier, down to eps."""
     if n < 1:
         raise ValueError(f"need at least one step (got {n})")
+    t_max = None if sigma_max is None else min(ip.T, float(ip.from_edm_sigma(torch.tensor(float(sigma_max),
+                                                                                           dtype=torch.float64))))
     if kind == "uniform":
-        return uniform_schedule(ip, n)
+        return uniform_schedule(ip, n, t_max)
     if kind == "eta":
-        return eta_schedule(ip, n, mid_etas)
+        return eta_schedule(ip, n, mid_etas, t_max)
     if kind == "edm":
-        return edm_schedule(ip, n, rho)
+        return edm_schedule(ip, n, rho, t_max)
     raise ValueError(f"unknown schedule {kind!r} (known: {', '.join(SCHEDULES)})")
 
 
@@ -78,12 +82,13 @@ class Sampler:
     name = "sampler"
 
     def __init__(self, schedule: str = "uniform", mid_etas: Sequence[float] = (1.4,), rho: float = 7.0,
-                 guidance: float = 1.0):
+                 guidance: float = 1.0, sigma_max: float | None = None):
         self.schedule_kind, self.mid_etas, self.rho = schedule, tuple(mid_etas), rho
         self.guidance = float(guidance)
+        self.sigma_max = sigma_max
 
     def schedule(self, ip: Interpolant, n: int) -> Tensor:
-        return make_schedule(ip, n, self.schedule_kind, mid_etas=self.mid_etas, rho=self.rho)
+        return make_schedule(ip, n, self.schedule_kind, mid_etas=self.mid_etas, rho=self.rho, sigma_max=self.sigma_max)
 
     def __call__(self, fm: FlowMap, x: Tensor, ts: Tensor, cond: Tensor | None = None,
                  generator: torch.Generator | None = None) -> Tensor:
@@ -173,9 +178,9 @@ def generate(fm: FlowMap, sampler: Sampler, n_steps: int, n: int, shape: Sequenc
 
 
 def build(cls):
-    """Factory for a sampler class from its config (schedule, mid_etas, rho, guidance)."""
+    """Factory for a sampler class from its config (schedule, mid_etas, rho, guidance, sigma_max)."""
     def factory(cfg):
-        return cls(cfg.schedule, cfg.mid_etas, cfg.rho, cfg.guidance)
+        return cls(cfg.schedule, cfg.mid_etas, cfg.rho, cfg.guidance, cfg.sigma_max)
     factory.__name__ = f"build_{cls.name}"
     return factory
 

@@ -121,7 +121,7 @@ def test_objective_configs_with_a_default_sampler():
         config = REGS.objectives.get(name).config
         assert isinstance(config, P.HasDefaultSampler), name  # the class
         assert isinstance(_cfg(REGS.objectives.get(name)), P.HasDefaultSampler), name  # and an instance
-        assert config.default_sampler["name"] in REGS.samplers, name
+        assert _cfg(REGS.objectives.get(name)).default_sampler["name"] in REGS.samplers, name
     assert not isinstance(REGS.kernels.get("laplace").config, P.HasDefaultSampler)
 
 

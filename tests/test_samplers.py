@@ -346,3 +346,27 @@ def test_samplers_pass_guidance_to_the_flow_map(sampler):
     assert fm.nfe - nfe == 2 * nfe  # every backbone call is a guided pair
     # G_w = G(null) + w (G(c) - G(null)) = 4 + 2 (c - 4): the guided run moves differently
     assert not torch.allclose(plain, guided)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "eta", "edm"])
+def test_sigma_max_starts_the_grid_where_a_consistency_model_stopped_training(kind):
+    """EDM sigma = sigma_d eta_t: sigma 80 is t = 80 / 80.5 under OT-FM with sigma_d 0.5 (T = 0.994 is sigma
+    82.8); a sigma_max beyond sigma(T) leaves the grid at T."""
+    from fewstep.samplers import make_schedule
+
+    ip = OTFM(0.5)
+    ts = make_schedule(ip, 2, kind, mid_etas=(1.642,), sigma_max=80.0)
+    assert ts[0].item() == pytest.approx(80 / 80.5, abs=1e-12) and ts[-1].item() == ip.eps
+    assert bool((ts[1:] < ts[:-1]).all())
+    assert make_schedule(ip, 2, kind, mid_etas=(1.642,), sigma_max=1e6)[0].item() == ip.T
+
+
+def test_mid_etas_beyond_the_start_are_refused_when_sigma_max_moves_it(regs):
+    from fewstep.config import recipe_from_dict
+    from fewstep.errors import RecipeError
+
+    base = {"data": "eight_gaussians", "network": "mlp", "objective": "fm"}
+    sampler = {"name": "restart", "schedule": "eta", "mid_etas": [100.0]}
+    assert recipe_from_dict({**base, "sampler": sampler}, regs)  # inside (eta(eps), eta(T) = 165.7)
+    with pytest.raises(RecipeError, match=r"sampler.mid_etas: \[100.0\] outside \(0.006036, 80\)"):
+        recipe_from_dict({**base, "sampler": {**sampler, "sigma_max": 40.0}}, regs)  # eta 80 = sigma 40

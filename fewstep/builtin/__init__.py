@@ -200,9 +200,14 @@ class SamplerConfig(ComponentConfig):
         1.0, ge=0, description="Classifier-free guidance weight w on the backbone output G, for labelled data "
                                "(IMM Eq. 14; 1 = off; the released ImageNet sampler uses 1.5).")
 
+    sigma_max: Optional[float] = Field(
+        None, gt=0, description="Start at the time of EDM noise level sigma_max (= sigma_d eta_t) when it is earlier "
+                                "than T: where a consistency model's training ended (iCT: 80; OT-FM's T = 0.994 is "
+                                "sigma 82.8); null = T.")
+
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
-        """The 'eta' schedule's mid_etas must be distinct and lie strictly inside (eta(eps), eta(T)) of the
-        recipe's interpolant (when its Config gives that range; the run checks every interpolant's)."""
+        """The 'eta' schedule's mid_etas must be distinct and lie strictly inside (eta(eps), eta(start)) of
+        the recipe's interpolant (when its Config gives that range; the run checks every interpolant's)."""
         if self.schedule != "eta":
             return []
         if len(set(self.mid_etas)) != len(self.mid_etas):
@@ -211,6 +216,8 @@ class SamplerConfig(ComponentConfig):
         if not isinstance(ip, HasEtaRange):
             return []
         lo, hi = ip.eta_range()
+        if self.sigma_max is not None:
+            hi = min(hi, self.sigma_max / ip.sigma_d)
         bad = [e for e in self.mid_etas if not lo < e < hi]
         if bad:
             return [(("sampler", "mid_etas"), f"{bad} outside ({lo:.4g}, {hi:.4g}), the eta range of interpolant "

@@ -12,7 +12,7 @@ Defaults are iCT's (Song & Dhariwal 2023) and ECT's (Geng et al. 2024) CIFAR-10 
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -31,10 +31,13 @@ class CTConfig(ComponentConfig):
     stop-gradient pass of the *current* weights at r < t on the same noise (iCT §3; ECT;
     research/peers.md §3.3-3.4). EMA weights are for evaluation only (train.ema_decay)."""
 
-    # Multistep consistency sampling (CM Alg. 1): 2 steps through EDM sigma 0.821 (see MID_ETA);
-    # other step counts fall back to uniform in t. schedule 'uniform' or 'edm' (Karras rho = 7 in
-    # eta) are the other options of the restart sampler.
-    default_sampler: ClassVar[dict] = {"name": "restart", "schedule": "eta", "mid_etas": [MID_ETA]}
+    @property
+    def default_sampler(self) -> dict:
+        """Multistep consistency sampling (CM Alg. 1) from where training ended, EDM sigma = sigma_max (iCT:
+        80, t = 0.9938 under OT-FM with sigma_d 0.5, not T = 0.994, which is sigma 82.8); 2 steps through
+        EDM sigma 0.821 (see MID_ETA), other step counts uniform in t. Schedules 'uniform' and 'edm' (Karras
+        rho = 7 in eta) are the restart sampler's other options."""
+        return {"name": "restart", "schedule": "eta", "mid_etas": [MID_ETA], "sigma_max": self.sigma_max}
 
     mapping: Literal["ict", "ect"] = Field(
         "ict", description="How (r, t) are drawn: 'ict' = adjacent points of a Karras sigma grid that doubles "

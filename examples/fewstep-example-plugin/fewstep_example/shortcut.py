@@ -82,7 +82,7 @@ class Shortcut:
 
         if nb < B:  # flow-matching rows: step size 0
             xf, nf, cf = x[nb:], noise[nb:], None if cond is None else cond[nb:]
-            t = ip.eps + (ip.T - ip.eps) * torch.rand(B - nb, device=x.device, dtype=x.dtype)
+            t = ip.T - (ip.T - ip.eps) * torch.rand(B - nb, device=x.device, dtype=x.dtype)  # as fm: never eps
             x_t = ip.interpolate(xf, nf, t)
             err = (fm.velocity(x_t, t, cf) - ip.velocity(xf, nf, t)).pow(2).flatten(1).mean(1)
             errors.append(err)

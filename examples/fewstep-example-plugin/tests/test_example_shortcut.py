@@ -38,7 +38,7 @@ def test_loss_matches_a_hand_computation():
 
     torch.manual_seed(7)  # replay the draws made before the first network call: noise, then FM times
     noise = SIGMA_D * torch.randn(16, 2, dtype=F64)
-    t_f = ip.eps + (ip.T - ip.eps) * torch.rand(12, dtype=F64)
+    t_f = ip.T - (ip.T - ip.eps) * torch.rand(12, dtype=F64)
     # flow-matching rows 4..15: velocity sigma_d G(x_t, t, t) against eps - x (OT-FM)
     x_tf = (1 - t_f)[:, None] * x[4:] + t_f[:, None] * noise[4:]
     fm_err = ((SIGMA_D * probe_G(net, ip, x_tf, t_f, t_f) - (noise[4:] - x[4:])) ** 2).mean(1)

@@ -20,7 +20,8 @@ def test_default_sampler_is_restart_through_sigma_0_821(write, regs):
 
     recipe = load_recipe(write("ct.yaml", RECIPE), registries=regs)
     d = recipe_dict(recipe)
-    assert d["sampler"] == {"name": "restart", "schedule": "eta", "mid_etas": [1.642], "rho": 7.0, "guidance": 1.0}
+    assert d["sampler"] == {"name": "restart", "schedule": "eta", "mid_etas": [1.642], "rho": 7.0, "guidance": 1.0,
+                            "sigma_max": 80.0}  # sampling starts where training ended
     ip = OTFM(0.5, EPS, 0.994)
     mid = torch.tensor([MID_ETA], dtype=torch.float64)
     assert ip.to_edm_sigma(ip.eta_inv(mid)).item() == pytest.approx(0.821, rel=1e-12)  # sigma = sigma_d eta

@@ -35,7 +35,7 @@ def test_loss_equals_the_closed_form_under_ot_fm_euler_fm():
     loss, _ = FlowMatching(FMConfig(), ip).loss(fm, Batch(x), 0)
     torch.manual_seed(7)  # replay the same noise and times
     noise = 0.5 * torch.randn(64, 2, dtype=torch.float64)
-    t = ip.eps + (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)
+    t = ip.T - (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)  # U(eps, T], never eps
     x_t = (1 - t)[:, None] * x + t[:, None] * noise
     G = net(x_t / (0.5 * torch.sqrt((1 - t) ** 2 + t**2))[:, None], 1000 * t)
     expected = ((0.5 * G - (noise - x)) ** 2).mean()  # || sigma_d G - (eps - x) ||^2
@@ -73,7 +73,7 @@ def test_loss_target_is_the_interpolant_velocity_for_cosine():
     loss, _ = FlowMatching(FMConfig(), ip).loss(fm, Batch(x), 0)
     torch.manual_seed(11)  # replay: noise, then times
     noise = 0.5 * torch.randn(64, 2, dtype=torch.float64)
-    t = ip.eps + (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)
+    t = ip.T - (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)  # U(eps, T], never eps
     half_pi_t = 0.5 * math.pi * t
     x_t = torch.cos(half_pi_t)[:, None] * x + torch.sin(half_pi_t)[:, None] * noise
     (u, c_noise), = net.seen  # what the network saw: c_in x_t and 1000 t
@@ -128,7 +128,7 @@ def test_sigma_adds_gaussian_noise_to_x_t():
     loss, _ = FlowMatching(FMConfig(sigma=sigma), ip).loss(fm, Batch(x), 0)
     torch.manual_seed(9)
     noise = 0.5 * torch.randn(64, 2, dtype=torch.float64)
-    t = ip.eps + (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)
+    t = ip.T - (ip.T - ip.eps) * torch.rand(64, dtype=torch.float64)  # U(eps, T], never eps
     z = torch.randn(64, 2, dtype=torch.float64)
     x_t = (1 - t)[:, None] * x + t[:, None] * noise + sigma * z
     c_in = 1 / (0.5 * torch.sqrt((1 - t) ** 2 + t**2))
@@ -155,7 +155,7 @@ def test_loss_uses_the_minibatch_ot_pairing():
     loss, _ = FlowMatching(FMConfig(minibatch_ot=True), ip).loss(fm, Batch(x), 0)
     torch.manual_seed(13)  # replay: noise, (pairing), then times
     noise = 0.5 * torch.randn(32, 2, dtype=torch.float64)
-    t = ip.eps + (ip.T - ip.eps) * torch.rand(32, dtype=torch.float64)
+    t = ip.T - (ip.T - ip.eps) * torch.rand(32, dtype=torch.float64)  # U(eps, T], never eps
     xn, en = x.numpy(), noise.numpy()
     cost = np.array([[((xn[i] - en[j]) ** 2).sum() for j in range(32)] for i in range(32)])
     rows, cols = linear_sum_assignment(cost)
@@ -201,3 +201,14 @@ def test_gradients_reach_the_network():
         FlowMap(net, ip, "simple_edm", "none"), Batch(torch.randn(32, 2, dtype=torch.float64)), 0)
     loss.backward()
     assert net.A.grad is not None and torch.isfinite(net.A.grad).all() and net.A.grad.abs().sum() > 0
+
+
+def test_uniform_times_never_hit_eps_so_identity_never_divides_by_zero():
+    """With eps = 0 a time of exactly 0 divides by sigma_0 = 0 under the identity parameterisation: the largest
+    float32 u below 1 still gives t = T (1 - u) > 0, and u = 0 gives T."""
+    ip = OTFM(0.5, eps=0.0)
+    fm_obj = FlowMatching(FMConfig(), ip)
+    torch.manual_seed(0)
+    t = fm_obj.sample_t(100_000, "cpu")
+    assert bool((t > 0).all()) and bool((t <= ip.T).all())
+    assert ip.T - (ip.T - ip.eps) * torch.tensor(1.0 - 2.0**-24) > 0  # the extreme draw

@@ -36,5 +36,6 @@ def test_recipe_shows_the_resolved_kernel_and_defaults(write, regs):
     d = recipe_dict(recipe)
     assert d["objective"]["kernel"] == {"name": "laplace", "eps": 1e-8}
     assert list(d["objective"]["kernel"])[0] == "name"
-    assert d["sampler"] == {"name": "pushforward", "schedule": "eta", "mid_etas": [1.4], "rho": 7.0, "guidance": 1.0}
+    assert d["sampler"] == {"name": "pushforward", "schedule": "eta", "mid_etas": [1.4], "rho": 7.0, "guidance": 1.0,
+                            "sigma_max": None}
     assert d["objective"]["b"] == 5.0 and d["objective"]["k"] == 10  # Table 5 CIFAR-10 b; k from the recipe
