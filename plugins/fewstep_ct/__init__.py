@@ -9,6 +9,10 @@ The consistency function is the framework's flow map with s at the data end, f(x
 objective name, ``ct``, with ``mapping: ict | ect`` (iCT default): the two differ only in how the
 pair of times (r, t) and the weight are drawn; the loss, the two passes and the sampler are shared.
 Defaults are iCT's (Song & Dhariwal 2023) and ECT's (Geng et al. 2024) CIFAR-10 values.
+
+ECT is a fine-tuning method: it starts from EDM's pretrained CIFAR-10 model (``train.init``) and
+halves the gap t - r every 3.2 Mimg (``stage_images``). Trained from scratch, ``mapping: ect`` is
+consistency training with ECT's mapping and curriculum, not ECT, and ECT's figures do not apply.
 """
 from __future__ import annotations
 
@@ -42,7 +46,9 @@ class CTConfig(ComponentConfig):
     mapping: Literal["ict", "ect"] = Field(
         "ict", description="How (r, t) are drawn: 'ict' = adjacent points of a Karras sigma grid that doubles "
                            "in stages (Song & Dhariwal 2023); 'ect' = t log-normal in sigma and r = r(t) whose gap "
-                           "halves every stage_every steps (Geng et al. 2024).")
+                           "halves every stage_images images (Geng et al. 2024). ECT fine-tunes a pretrained "
+                           "diffusion model (train.init); from scratch, 'ect' is consistency training with ECT's "
+                           "mapping, not ECT.")
     # --- the sigma range (both mappings) ---
     sigma_min: float = Field(
         0.002, gt=0, description="Smallest EDM sigma (iCT/EDM: 0.002). The grid starts at max(sigma_min, "
@@ -62,9 +68,13 @@ class CTConfig(ComponentConfig):
         None, ge=1, description="iCT only: K, the steps the doubling curriculum spans, in optimiser steps; "
                                 "null = train.steps (iCT: the whole run, 400k on CIFAR-10).")
     # --- ECT ---
+    stage_images: Optional[int] = Field(
+        3_200_000, ge=1, description="ECT only: training images per curriculum stage (the gap t - r shrinks by q "
+                                     "each stage); steps per stage = stage_images / train.batch_size. ECT CIFAR-10: "
+                                     "3.2 Mimg = 250 ticks of 12.8 kimg = 25k iterations at batch 128, eight stages "
+                                     "in its 25.6 Mimg fine-tuning run. null = eight stages over train.steps.")
     stage_every: Optional[int] = Field(
-        None, ge=1, description="ECT only: steps per curriculum stage (the gap t - r halves each stage); "
-                                "null = train.steps / 8 (ECT CIFAR-10: 25k of 200k iterations, eight stages).")
+        None, ge=1, description="ECT only: steps per curriculum stage, overriding stage_images (short runs, tests).")
     q: float = Field(2.0, gt=1, description="ECT only: the gap shrinks by q per stage (ECT: 2; its 1-hour run: 256).")
     k: float = Field(8.0, ge=0, description="ECT only: k of the sigmoid mapping 1 + k sigmoid(-b t) (ECT: 8).")
     b: float = Field(1.0, ge=0, description="ECT only: b of the sigmoid mapping, in 1/sigma units (ECT: 1).")

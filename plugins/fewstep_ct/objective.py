@@ -102,14 +102,16 @@ class ConsistencyTraining:
         self._grids: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
 
     def setup(self, recipe) -> None:
-        """Read the run's length: iCT's curriculum spans train.steps (unless curriculum_steps is set),
-        and ECT's stage is train.steps / 8 steps (unless stage_every is set). A resumed run then
-        restores the values of its first session (:meth:`load_state_dict`)."""
-        steps = recipe.train.steps
-        if self.cfg.curriculum_steps is None:
-            self.total_steps = steps
-        if self.cfg.stage_every is None:
-            self.stage_every = max(1, steps // 8)
+        """Read the run's length: iCT's curriculum spans train.steps (unless curriculum_steps is set);
+        ECT's stage is stage_images / train.batch_size steps (ECT: 3.2 Mimg), or train.steps / 8 when
+        stage_images is null, unless stage_every is set. A resumed run then restores the values of its
+        first session (:meth:`load_state_dict`)."""
+        train, cfg = recipe.train, self.cfg
+        if cfg.curriculum_steps is None:
+            self.total_steps = train.steps
+        if cfg.stage_every is None:
+            per_stage = train.steps / 8 if cfg.stage_images is None else cfg.stage_images / train.batch_size
+            self.stage_every = max(1, int(per_stage))
 
     # --- state: the run length the curriculum was sized for, kept on resume ----------------------
     def state_dict(self) -> dict:

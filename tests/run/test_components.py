@@ -61,7 +61,7 @@ def test_initial_weights_follow_the_recipe_seed(regs):
 
 
 def test_a_run_aware_objective_is_set_up_with_the_recipe(regs):
-    recipe = tiny_recipe(regs, objective={"name": "ct"}, train={"steps": 37, "batch_size": 16})
+    recipe = tiny_recipe(regs, objective={"name": "ct", "stage_images": None}, train={"steps": 37, "batch_size": 16})
     obj = build_components(recipe, regs, "cpu").objective
     assert obj.total_steps == 37 and obj.stage_every == 37 // 8
 

@@ -215,7 +215,25 @@ def test_setup_reads_the_run_length(write, regs):
 
     comps = build_components(load_recipe(write("ct.yaml", RECIPE), ["train.steps=4000"], regs), regs, "cpu")
     assert comps.objective.total_steps == 4000 and comps.objective.num_points(500) == 21
-    assert comps.objective.stage_every == 500
+    assert comps.objective.stage_every == 3_200_000 // 64  # ECT's 3.2 Mimg per stage at batch 64
+    eighths = load_recipe(write("ct.yaml", RECIPE), ["train.steps=4000", "objective.stage_images=null"], regs)
+    eighths = build_components(eighths, regs, "cpu")
+    assert eighths.objective.stage_every == 500
+    override = build_components(load_recipe(write("ct.yaml", RECIPE), ["objective.stage_every=7"], regs), regs, "cpu")
+    assert override.objective.stage_every == 7
+
+
+def test_ect_stage_length_is_in_images_whatever_the_batch(write, regs):
+    """ECT advances a stage every 3.2 Mimg (250 ticks of 12.8 kimg; 25k iterations at its batch 128): the
+    same number of images per stage at any batch size."""
+    from fewstep.config import load_recipe
+    from fewstep.run.components import build_components
+
+    for batch, steps in ((128, 25_000), (512, 6_250), (4096, 781)):
+        recipe = load_recipe(write("ct.yaml", RECIPE), ["objective.mapping=ect", f"train.batch_size={batch}"], regs)
+        obj = build_components(recipe, regs, "cpu").objective
+        assert obj.stage_every == steps
+        assert obj.stage(steps - 1) == 0 and obj.stage(steps) == 1
     fixed = build_components(load_recipe(write("ct.yaml", RECIPE), ["objective.curriculum_steps=800"], regs),
                              regs, "cpu")
     assert fixed.objective.total_steps == 800

@@ -31,7 +31,7 @@ def test_extending_train_steps_on_resume_continues_the_curriculum(write, tmp_pat
     assert logged == {k: float(num_points(k - 1, 40, 10, 80)) for k in range(5, 81, 5)}
     assert logged[25] == 41.0 and num_points(24, 80, 10, 80) == 21  # the other curriculum would differ here
     state = torch.load(latest_checkpoint(resumed.run_dir) / "state.pt", weights_only=True)
-    assert state["objective"] == {"total_steps": 40, "stage_every": 5}
+    assert state["objective"] == {"total_steps": 40, "stage_every": 3_200_000 // 16}  # ECT's 3.2 Mimg at batch 16
 
 
 @pytest.mark.parametrize("mapping, key", [("ict", "ct_N"), ("ect", "ct_stage")])
