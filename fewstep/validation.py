@@ -112,4 +112,6 @@ def error_message(err: dict) -> str:
     if err["type"] == "missing":
         return "field required"
     msg = err["msg"]
+    if err["type"] == "value_error":  # a validator's ValueError: its own words, without pydantic's "Value error, "
+        msg = str(err.get("ctx", {}).get("error", msg.removeprefix("Value error, ")))
     return msg[0].lower() + msg[1:] if msg[:1].isupper() and not msg[1:2].isupper() else msg

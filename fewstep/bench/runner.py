@@ -28,6 +28,12 @@ def run_state(job: Job) -> str:
         return "new"
     changed = blocking_changes(job.run_dir, job.recipe)
     step = int(load_config(ckpt)["step"])
+    if not job.train:  # a finished run the bench evaluates as it is (entries.<key>.run)
+        if changed or step < job.recipe.train.steps:
+            why = f"the entry's set changes {', '.join(changed[:5])}" if changed else f"it stops at step {step}"
+            raise CheckpointError(f"{job.run_dir}: the bench cannot evaluate this run as it is ({why}); "
+                                  "an entry's set may change only eval and sampler settings of a finished run")
+        return "done"
     if changed or step > job.recipe.train.steps:
         why = f"differs in {', '.join(changed[:5])}" if changed else f"was trained for {step} steps"
         raise CheckpointError(f"{job.run_dir}: this run {why}, not what the bench asks for; "
@@ -60,7 +66,7 @@ def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, lo
     from fewstep.eval.evaluate import evaluate
     from fewstep.run.rundir import load_run
 
-    cache_path = job.run_dir / "bench_eval.json"
+    cache_path = job.eval_cache
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     ev = job.recipe.eval
     step = checkpoint_step(latest_checkpoint(job.run_dir))
@@ -137,6 +143,8 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
             train_recipe(None, recipe=job.recipe, run_dir=job.run_dir, registries=regs, device=device,
                          progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}")
             log(f"{tag}: trained in {time.perf_counter() - t0:.0f} s")
+        elif not job.train:
+            log(f"{tag}: evaluating the finished run {job.run_dir}")
         elif id(job) not in parallel:
             log(f"{tag}: finished run found, not retrained")
         evals = evaluate_job(job, regs, bench.spec.eval.seeds, device, log)

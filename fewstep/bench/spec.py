@@ -6,6 +6,7 @@ A bench file names its entries (each a recipe plus overrides) and what they shar
     entries:
       fm:  {recipe: fm_toy.yaml, label: FM (Euler)}      # recipe paths are relative to this file
       imm: {recipe: imm_toy.yaml, set: {objective.k: 10}}
+      paper: {run: runs/imported/imm_cifar10}            # a finished (or imported) run: evaluated only
     data: [eight_gaussians, checkerboard]                 # every entry on every data set
     shared: {train.steps: 3000, network: {name: mlp}}     # the same for every entry
     seeds: [0]                                            # training seeds (train.seed)
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from fewstep.config.recipe import MAX_SEED, resolve_sampler, validate
-from fewstep.config.source import load_yaml, set_value
+from fewstep.config.source import Source, load_yaml, set_value
 from fewstep.errors import ConfigError, RecipeError
 from fewstep.validation import StrictModel, error_message
 
@@ -37,9 +38,19 @@ class _Strict(StrictModel):
 
 
 class EntrySpec(_Strict):
-    recipe: str = Field(description="Recipe file, relative to the bench file.")
+    recipe: Optional[str] = Field(None, description="Recipe file to train, relative to the bench file.")
+    run: Optional[str] = Field(
+        None, description="A finished run to evaluate as it is, relative to the bench file: one trained "
+                          "elsewhere or imported (`fewstep import-checkpoint`). Not trained, so the bench's "
+                          "data, shared and seeds do not apply to it; its set may change eval and sampler only.")
     label: Optional[str] = Field(None, description="Name in tables and plots; default: the entry's key.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for this entry only.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EntrySpec:
+        if (self.recipe is None) == (self.run is None):
+            raise ValueError("give either recipe (a recipe to train) or run (a finished run to evaluate)")
+        return self
 
 
 class BenchEval(_Strict):
@@ -63,7 +74,9 @@ class BenchSpec(_Strict):
 
 @dataclass
 class Job:
-    """One training run of a bench: an entry on a data set with a training seed."""
+    """One run of a bench: an entry on a data set with a training seed. A job of a ``run:`` entry is
+    evaluated only (``train`` false), and its evaluations are cached under the bench's folder, not in
+    the run it names."""
 
     entry: str
     label: str
@@ -71,6 +84,12 @@ class Job:
     seed: int
     recipe: Any  # validated Recipe
     run_dir: Path
+    train: bool = True
+    eval_cache: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if self.eval_cache is None:
+            self.eval_cache = self.run_dir / "bench_eval.json"
 
 
 @dataclass
@@ -149,6 +168,12 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
             problems.append(f"{where} checks[{i}]: {exc}")
     jobs = []
     for key, entry in spec.entries.items():
+        if entry.run is not None:
+            try:
+                jobs.append(_run_job(bench_path, source, spec, key, entry, out_dir, regs))
+            except RecipeError as exc:
+                problems += [line for line in exc.lines() if line not in problems]
+            continue
         recipe_path = bench_path.parent / entry.recipe
         if not recipe_path.is_file():
             where, _ = source.locate(("entries", key, "recipe"))
@@ -157,7 +182,7 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
         for data in spec.data or [None]:
             for seed in spec.seeds:
                 try:
-                    recipe = _entry_recipe(recipe_path, bench_path, spec, key, entry, data, seed, regs)
+                    recipe = _entry_recipe(load_yaml(recipe_path), bench_path, spec, key, entry, data, seed, regs)
                 except RecipeError as exc:
                     problems += [line for line in exc.lines() if line not in problems]
                     continue
@@ -172,14 +197,42 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
     return Bench(bench_path, name, spec, jobs, checks, out_dir)
 
 
-def _entry_recipe(recipe_path: Path, bench_path: Path, spec: BenchSpec, key: str, entry: EntrySpec,
-                  data, seed: int, regs):
-    """One entry's recipe with the bench's data, shared settings, eval settings, seed and its own overrides."""
-    source = load_yaml(recipe_path)
+def _run_job(bench_path: Path, source, spec: BenchSpec, key: str, entry: EntrySpec, out_dir: Path, regs) -> Job:
+    """The evaluate-only job of a ``run:`` entry: the run's own recipe with the bench's eval settings and
+    the entry's overrides. The run must be finished and trained on one of the bench's data sets."""
+    from fewstep.run.checkpoint import latest_checkpoint, load_config
+
+    where, _ = source.locate(("entries", key, "run"))
+    field = f"{where} entries.{key}.run"
+    run_dir = bench_path.parent / entry.run
+    ckpt = latest_checkpoint(run_dir) if (run_dir / "recipe.yaml").is_file() else None
+    if ckpt is None:
+        raise RecipeError([f"{field}: {run_dir} is not a run with a checkpoint (a folder that `fewstep train` "
+                           "or `fewstep import-checkpoint` wrote)"])
+    cfg = load_config(ckpt)
+    if cfg["step"] < cfg["recipe"]["train"]["steps"]:
+        raise RecipeError([f"{field}: {run_dir} is not finished (step {cfg['step']} of "
+                           f"{cfg['recipe']['train']['steps']}); finish it with `fewstep train` first"])
+    saved = load_yaml(run_dir / "recipe.yaml")
+    saved.data.pop("_provenance", None)  # where it came from, written beside the recipe (fewstep.config)
+    recipe = _entry_recipe(saved, bench_path, spec, key, entry, None, None, regs)
+    data = recipe.data.name
+    names = [_data_label(d) for d in spec.data or []]
+    if names and data not in names:
+        raise RecipeError([f"{field}: the run was trained on {data!r}, not on the bench's data ({', '.join(names)})"])
+    seed = recipe.train.seed
+    return Job(key, entry.label or key, data, seed, recipe, run_dir, train=False,
+               eval_cache=out_dir / "evals" / f"{key}-{data}-s{seed}.json")
+
+
+def _entry_recipe(source: Source, bench_path: Path, spec: BenchSpec, key: str, entry: EntrySpec,
+                  data, seed: int | None, regs):
+    """One entry's recipe (``source``, as read) with the bench's data, shared settings, eval settings, seed
+    and its own overrides (a finished run's recipe, ``seed`` None, gets the eval settings and overrides only)."""
     b = str(bench_path)
     if data is not None:
         set_value(source, "data", dict(data) if isinstance(data, dict) else {"name": data}, f"{b} data")
-    for k, v in spec.shared.items():
+    for k, v in (spec.shared if seed is not None else {}).items():
         set_value(source, k, v, f"{b} shared.{k}")
     ev = spec.eval
     set_value(source, "eval.steps", list(ev.steps), f"{b} eval.steps")
@@ -188,7 +241,8 @@ def _entry_recipe(recipe_path: Path, bench_path: Path, spec: BenchSpec, key: str
         set_value(source, "eval.metrics", list(ev.metrics), f"{b} eval.metrics")
     if ev.n_samples is not None:
         set_value(source, "eval.n_samples", ev.n_samples, f"{b} eval.n_samples")
-    set_value(source, "train.seed", seed, f"{b} seeds")
+    if seed is not None:
+        set_value(source, "train.seed", seed, f"{b} seeds")
     for k, v in entry.set.items():
         set_value(source, k, v, f"{b} entries.{key}.set.{k}")
     return resolve_sampler(validate(source, regs), regs)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fewstep.bench import load_bench
@@ -85,3 +87,96 @@ def test_parallel_training_gives_the_same_results_as_sequential(bench_file, tmp_
         return [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds_per_step")} for r in recs]
 
     assert strip(out["1"]) == strip(out["2"])
+
+
+def _with_entry(bench_file, line: str, data: str = "[eight_gaussians]") -> None:
+    """The fixture's bench with one more entry line (replacing the last one added) on ``data``."""
+    text = "".join(x for x in bench_file.read_text().splitlines(True) if not x.startswith("  again:"))
+    text = text.replace("  imm: {recipe: imm.yaml}\n", "  imm: {recipe: imm.yaml}\n" + (line and line + "\n"))
+    text = re.sub(r"^data: .*$", f"data: {data}", text, flags=re.M)
+    bench_file.write_text(text)
+
+
+def test_a_run_entry_is_evaluated_as_it_is_never_trained_and_matches_its_recipe_entry(bench_file, tmp_path, regs):
+    """A run trained elsewhere on exactly the fm entry's recipe, named as an entry, gives the fm entry's figures;
+    it is not retrained, and its evaluations are cached in the bench's folder, not in the run."""
+    from fewstep.api import train_recipe
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    _with_entry(bench_file, "")
+    fm_job = load_bench(bench_file, out, regs).jobs[0]
+    train_recipe(None, recipe=fm_job.recipe, run_dir=elsewhere, registries=regs, progress=False)
+    _with_entry(bench_file, "  again: {run: elsewhere, label: FM trained elsewhere}")
+    bench = load_bench(bench_file, out, regs)
+    (job,) = [j for j in bench.jobs if j.entry == "again"]
+    assert job.run_dir == elsewhere and not job.train and run_state(job) == "done"
+    ckpt = sorted((elsewhere / "checkpoints").iterdir())[-1]
+    stamp = (ckpt / "model.safetensors").stat().st_mtime_ns
+
+    res = runner.invoke(app, ["bench", str(bench_file), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (ckpt / "model.safetensors").stat().st_mtime_ns == stamp and not (elsewhere / "bench_eval.json").exists()
+    assert (out / "evals" / "again-eight_gaussians-s0.json").is_file()
+    assert not (out / "runs" / "again-eight_gaussians-s0").exists()
+    results = json.loads((out / "results.json").read_text())
+
+    def rows(entry):
+        return [{k: v for k, v in r.items() if k not in ("entry", "label", "samples_per_s", "train_seconds_per_step")}
+                for r in results["summary"] if r["entry"] == entry]
+
+    assert rows("again") == rows("fm") and len(rows("fm")) == 3
+    assert "| FM trained elsewhere |" in (out / "results.md").read_text()
+
+
+def test_an_imported_run_is_a_bench_entry_with_the_figures_of_fewstep_eval(tmp_path, write, regs):
+    from fewstep.api import evaluate_run
+    from fewstep.networks import NetworkSpec
+    from fewstep.networks.ddpmpp import DDPMpp
+    from fewstep.testing.fixtures import image_folder, persistence_pickle
+
+    torch.manual_seed(0)
+    net = DDPMpp(NetworkSpec((3, 8, 8), None, True), model_channels=16, channel_mult=(1, 2), num_blocks=1,
+                 attn_resolutions=(4,), dropout=0.0)
+    song = {"model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
+    precond = {"img_resolution": 8, "img_channels": 3, "label_dim": 0, "noise_schedule": "fm", "f_type": "simple_edm",
+               "temb_type": "identity", "time_scale": 1000, "sigma_data": 0.5, "eps": 0.006, "T": 0.994}
+    ckpt = persistence_pickle(tmp_path / "tiny.pkl", net.state_dict(), model_class="SongUNet", model_kwargs=song,
+                              precond=precond)
+    images = image_folder(tmp_path / "images", size=(8, 8))
+    res = runner.invoke(app, ["import-checkpoint", str(ckpt), "--out", str(tmp_path / "released"),
+                              "--set", f"data.root={images}", "--set", "eval.batch_size=16",
+                              "--set", "eval.metrics=[energy]"])
+    assert res.exit_code == 0, res.output
+    bench_file = write("released.yaml", "entries:\n  imm: {run: released, label: IMM (released)}\n"
+                       "eval: {steps: [1, 2], reference_steps: null, n_samples: 16, metrics: [energy], "
+                       "seeds: [1234]}\n")  # the imported recipe's eval.seed, which fewstep eval uses
+    res = runner.invoke(app, ["bench", str(bench_file), "--out", str(tmp_path / "out"), "-q"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())["summary"]
+    direct = evaluate_run(tmp_path / "released", regs, steps=[1, 2], n=16, write=False)
+    assert [(r["steps"], r["energy"]) for r in summary] == [(r["steps"], r["energy"]) for r in direct["rows"]]
+    assert summary[0]["data"] == "image_folder" and summary[0]["train_seconds_per_step"] is None
+
+
+def test_a_run_entry_must_be_finished_on_the_bench_data_and_keep_its_training(bench_file, tmp_path, regs):
+    from fewstep.api import train_recipe
+    from fewstep.errors import RecipeError
+
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    _with_entry(bench_file, "")
+    fm_job = load_bench(bench_file, out, regs).jobs[0]
+    train_recipe(None, recipe=fm_job.recipe, run_dir=elsewhere, registries=regs, progress=False, stop_after=10)
+    _with_entry(bench_file, "  again: {run: elsewhere}")
+    with pytest.raises(RecipeError, match=r"tiny.yaml:5:\d+ entries.again.run: .*elsewhere is not finished "
+                                          r"\(step 10 of 20\); finish it with `fewstep train` first"):
+        load_bench(bench_file, out, regs)
+    train_recipe(None, recipe=fm_job.recipe, run_dir=elsewhere, registries=regs, progress=False)
+    _with_entry(bench_file, "  again: {run: elsewhere}", data="[moons]")
+    with pytest.raises(RecipeError, match="entries.again.run: the run was trained on 'eight_gaussians', not on "
+                                          r"the bench's data \(moons\)"):
+        load_bench(bench_file, out, regs)
+    _with_entry(bench_file, "  again: {run: elsewhere, set: {train.lr: 0.1}}")
+    res = runner.invoke(app, ["bench", str(bench_file), "--out", str(out), "-q"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "the bench cannot evaluate this run as it is (the entry's set changes train.lr)" in res.output
+    assert not (out / "runs").exists()  # refused before anything trained

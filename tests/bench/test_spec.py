@@ -14,6 +14,10 @@ runner = CliRunner()
 @pytest.mark.parametrize("edit, expected", [
     (("checks: [", "checks: [\"energy: ct@1 < fm@1\", "), "tiny.yaml:10:10 checks[0]: unknown entry 'ct'"),
     (("imm: {recipe: imm.yaml}", "imm: {recipe: nope.yaml}"), "tiny.yaml:4:9 entries.imm.recipe: no such file"),
+    (("imm: {recipe: imm.yaml}", "imm: {recipe: imm.yaml, run: old}"),
+     "tiny.yaml:4:3 entries.imm: give either recipe (a recipe to train) or run (a finished run to evaluate)"),
+    (("imm: {recipe: imm.yaml}", "imm: {label: IMM}"), "entries.imm: give either recipe"),
+    (("imm: {recipe: imm.yaml}", "imm: {run: nowhere}"), "tiny.yaml:4:9 entries.imm.run: "),
     (("train.steps: 20", "train.steps: -3"), "tiny.yaml shared.train.steps) train.steps: input should be greater than"),
     (("eval: {", "evals: {"), "tiny.yaml:9:1 evals: unknown field"),
     (("name: moons, noise: 0.1", "name: mons"),
