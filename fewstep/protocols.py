@@ -17,7 +17,7 @@ What a component may add, each a protocol of its own that the core tests with ``
   settings once, e.g. ``train.steps`` for a curriculum);
 - on a network: :class:`GroupedTimes` (takes one time per group of samples);
 - on a dataset: :class:`ImageData` (``kind == "images"``: decodes to uint8 for metrics and grids) and
-  :class:`StoredImages` (images held in memory, which ``fewstep encode`` reads);
+  :class:`StoredImages` (original images read one by one, which ``fewstep encode`` reads);
 - on a Config model (the class or an instance): :class:`ChecksRecipe` (cross-section checks),
   :class:`HasDefaultSampler` (an objective's sampler), :class:`HasEtaRange` (an interpolant's eta
   range, checked against sampler times without torch), :class:`HasExample` (what the conformance kit
@@ -137,13 +137,16 @@ class ImageData(Protocol):
 
 @runtime_checkable
 class StoredImages(Protocol):
-    """Images held in memory, what ``fewstep encode`` feeds a VAE: ``originals(start, stop)`` as uint8."""
+    """A data set whose original images can be read one by one, what ``fewstep encode`` feeds a VAE:
+    ``originals()`` is a map-style torch Dataset of :class:`fewstep.data.imagefiles.ImageItem` (uint8
+    image, label, and why it could not be read, if so) with ``name(i)`` for messages, which DataLoader
+    workers may read."""
 
     labels: Tensor | None
 
     def __len__(self) -> int: ...
 
-    def originals(self, start: int, stop: int) -> Tensor: ...
+    def originals(self) -> Any: ...
 
 
 @runtime_checkable

@@ -306,9 +306,14 @@ class ImageFolderConfig(ImagesConfig):
         return {"root": str(image_folder(folder / "images")), "size": 8, "conditional": True}
 
     root: str = Field(
-        description="Folder of images (png, jpg, bmp, webp), searched recursively; class subfolders give labels.")
+        description="Folder of images (png, jpg, bmp, webp), searched recursively, class subfolders giving labels; or "
+                    "a list file (.txt, .lst) of image paths relative to it, each optionally followed by a label.")
     size: int = Field(
-        64, ge=4, description="Side in pixels: short side resized to size, then centre-cropped (ADM/EDM).")
+        64, ge=4, description="Side in pixels: ADM's centre crop (box halvings, bicubic resize of the short side to "
+                              "size, the centre), as DiT and IMM prepare ImageNet.")
+    stream: bool = Field(
+        False, description="Read the images from disk at every batch instead of holding them in memory (sets that do "
+                           "not fit; the pixel mean and std then come from 1024 images spread over the set).")
     channels: Literal[1, 3] = Field(3, description="3 = RGB, 1 = greyscale.")
     conditional: bool = Field(False, description="Class-conditional on the subfolder names (sorted).")
     xflip: bool = Field(False, description="Mirror half of each batch left-right.")
@@ -323,7 +328,7 @@ class LatentsConfig(ComponentConfig):
         return {"root": str(encoded_latents(folder)), "conditional": True}
 
 
-    root: str = Field(description="Folder written by `fewstep encode` (latents.safetensors + meta.json).")
+    root: str = Field(description="Folder written by `fewstep encode` (shards/ and meta.json).")
     channel_mean: Optional[list[float]] = Field(
         None, description="Per-channel mean mu_c of the normalisation (z - mu) / sigma * sigma_d; null = the encoded "
                           "set's own (IMM ImageNet-256, sd-vae-ft-ema: [0.86488, -0.27787, 0.21617, 0.37384]).")
@@ -332,6 +337,8 @@ class LatentsConfig(ComponentConfig):
                           "(IMM: [4.85504, 5.31922, 3.93725, 3.98700]).")
     conditional: bool = Field(False, description="Class-conditional on the stored labels (IMM ImageNet: yes).")
     vae: Optional[str] = Field(None, description="VAE that decodes samples for metrics and grids; null = the encoder.")
+    xflip: bool = Field(False, description="Draw the stored x-flipped encodings (`fewstep encode --xflip`) for half "
+                                           "the samples (IMM Table 5, ImageNet: x-flip off).")
 
 
 @hookimpl
@@ -344,7 +351,7 @@ def fewstep_register_datasets(registry):
     registry.add("cifar10", "fewstep.builtin.factories:build_cifar10", CIFAR10Config,
                  "CIFAR-10, 3 x 32 x 32 (torchvision; downloaded to data.root)")
     registry.add("image_folder", "fewstep.builtin.factories:build_image_folder", ImageFolderConfig,
-                 "any folder of images (class subfolders = labels), resized and centre-cropped, held in memory")
+                 "a folder or list file of images (class subfolders = labels), centre-cropped, in memory or streamed")
     registry.add("latents", "fewstep.builtin.factories:build_latents", LatentsConfig,
                  "latents pre-encoded by `fewstep encode` (a VAE's posterior), normalised per channel")
     registry.add("digits", "fewstep.builtin.factories:build_digits", DigitsConfig,

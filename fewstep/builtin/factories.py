@@ -25,16 +25,17 @@ def build_cifar10(cfg, sigma_d: float = 0.5):
 
 def build_image_folder(cfg, sigma_d: float = 0.5):
     """A folder of images as an image dataset with overall std sigma_d."""
-    from fewstep.data.images import load_image_folder
+    from fewstep.data.folder import load_image_folder
 
-    return load_image_folder(cfg.root, cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.channels, cfg.augment)
+    return load_image_folder(cfg.root, cfg.size, sigma_d, cfg.conditional, cfg.xflip, cfg.channels, cfg.augment,
+                             cfg.stream)
 
 
 def build_latents(cfg, sigma_d: float = 0.5):
     """Encoded latents (``fewstep encode``), normalised per channel to sigma_d."""
     from fewstep.data.latents import LatentDataset
 
-    return LatentDataset(cfg.root, sigma_d, cfg.channel_mean, cfg.channel_std, cfg.conditional, cfg.vae)
+    return LatentDataset(cfg.root, sigma_d, cfg.channel_mean, cfg.channel_std, cfg.conditional, cfg.vae, cfg.xflip)
 
 
 def build_toy(cfg, sigma_d: float = 0.5) -> ToyDataset:

@@ -1,4 +1,5 @@
-"""Image datasets held in memory, and the bundled 8x8 digits that need no download.
+"""Image datasets in pixels: what they share, those held in memory, CIFAR-10, and the bundled 8x8 digits
+that need no download (folders of images: :mod:`fewstep.data.folder`).
 
 Pixels p in [0, 1] are standardised once with the set's global pixel mean m and std s:
 ``x = (p - m) / s * sigma_d``, so the network sees data with overall std sigma_d like every other
@@ -12,38 +13,29 @@ import torch
 import torch.nn.functional as F
 
 from fewstep.data.base import Batch
+from fewstep.data.imagefiles import ImageItem
 
-__all__ = ["ImageDataset", "digits_pixels", "load_cifar10", "load_digits_dataset", "load_image_folder"]
+__all__ = ["ImageDataset", "PixelImages", "StoredPixels", "digits_pixels", "load_cifar10", "load_digits_dataset"]
 
 
-class ImageDataset:
-    """Images ``pixels`` [N, C, H, W] in [0, 1] (float), optional integer ``labels`` [N].
-
-    ``conditional`` makes ``num_classes`` the label count, so the flow map gets class labels (and a
-    null class for classifier-free guidance); ``xflip`` mirrors half of each batch left-right.
-    """
+class PixelImages:
+    """What image data sets in pixels share: the normalisation with the set's pixel mean and std, and
+    a batch from drawn images (flipped when ``xflip``; augmented by EDM's pipeline with probability
+    ``augment``). ``conditional`` makes ``num_classes`` the label count, so the flow map gets class
+    labels (and a null class for classifier-free guidance)."""
 
     kind = "images"
 
-    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None, *, sigma_d: float = 0.5,
-                 conditional: bool = False, xflip: bool = False, augment: float = 0.0, name: str = "images") -> None:
-        if pixels.ndim != 4:
-            raise ValueError(f"pixels must be [N, C, H, W], got shape {tuple(pixels.shape)}")
+    def __init__(self, shape: tuple[int, ...], labels: torch.Tensor | None, mean: float, std: float, *,
+                 sigma_d: float, conditional: bool, xflip: bool, augment: float, name: str) -> None:
         if conditional and labels is None:
             raise ValueError(f"{name}: conditional=True needs labels")
-        self.name, self.sigma_d, self.xflip, self.augment = name, float(sigma_d), bool(xflip), float(augment)
-        # uint8 pixels (0..255) stay uint8 in memory (CIFAR-10: 150 MB, not 600) and are scaled per batch
-        self.pixels = pixels.contiguous() if pixels.dtype == torch.uint8 else pixels.to(torch.float32).contiguous()
-        self._scale = 1 / 255 if pixels.dtype == torch.uint8 else 1.0
-        self.labels = None if labels is None else labels.to(torch.long)
-        self.shape = tuple(self.pixels.shape[1:])
-        self.num_classes = int(self.labels.max()) + 1 if conditional else None
-        self.mean, self.std = _moments(self.pixels, self._scale)
-        if not self.std > 0:
+        if not std > 0:
             raise ValueError(f"{name}: all pixels are equal")
-
-    def __len__(self) -> int:
-        return self.pixels.shape[0]
+        self.name, self.sigma_d, self.xflip, self.augment = name, float(sigma_d), bool(xflip), float(augment)
+        self.shape, self.mean, self.std = tuple(shape), float(mean), float(std)
+        self.labels = None if labels is None else labels.to(torch.long)
+        self.num_classes = int(self.labels.max()) + 1 if conditional else None
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels -> data space with overall std sigma_d."""
@@ -57,16 +49,10 @@ class ImageDataset:
         """Data space -> uint8 images [n, C, H, W], what FID-style metrics and PNG grids take."""
         return (self.to_pixels(x) * 255).round().to(torch.uint8)
 
-    def originals(self, start: int, stop: int) -> torch.Tensor:
-        """The stored images ``start:stop`` as uint8 (what ``fewstep encode`` feeds a VAE)."""
-        px = self.pixels[start:stop]
-        return px if px.dtype == torch.uint8 else (px * 255).round().to(torch.uint8)
-
-    def sample(self, n: int, generator: torch.Generator) -> Batch:
-        """``n`` images drawn uniformly with replacement (flipped when ``xflip``; augmented by EDM's pipeline
-        with probability ``augment``, in [-1, 1] as EDM does, with the 9 labels in ``Batch.augment``)."""
-        idx = torch.randint(0, len(self), (n,), generator=generator)
-        x = self.pixels[idx].to(torch.float32) * self._scale
+    def _batch(self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> Batch:
+        """Drawn images ``x`` [n, C, H, W] in [0, 1] (indices ``idx``) -> a Batch: flipped, augmented (in
+        [-1, 1] as EDM does, with the 9 labels in ``Batch.augment``), normalised, with their labels."""
+        n = x.shape[0]
         if self.xflip:
             flip = torch.rand(n, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -79,11 +65,57 @@ class ImageDataset:
         cond = self.labels[idx] if self.num_classes else None
         return Batch(self.normalise(x), cond, labels)
 
+
+class ImageDataset(PixelImages):
+    """Images ``pixels`` [N, C, H, W] held in memory: uint8 (0..255) or float in [0, 1]; optional integer
+    ``labels`` [N]."""
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor | None = None, *, sigma_d: float = 0.5,
+                 conditional: bool = False, xflip: bool = False, augment: float = 0.0, name: str = "images") -> None:
+        if pixels.ndim != 4:
+            raise ValueError(f"pixels must be [N, C, H, W], got shape {tuple(pixels.shape)}")
+        # uint8 pixels (0..255) stay uint8 in memory (CIFAR-10: 150 MB, not 600) and are scaled per batch
+        self.pixels = pixels.contiguous() if pixels.dtype == torch.uint8 else pixels.to(torch.float32).contiguous()
+        self._scale = 1 / 255 if pixels.dtype == torch.uint8 else 1.0
+        mean, std = pixel_moments(self.pixels, self._scale)
+        super().__init__(tuple(self.pixels.shape[1:]), labels, mean, std, sigma_d=sigma_d, conditional=conditional,
+                         xflip=xflip, augment=augment, name=name)
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def originals(self) -> StoredPixels:
+        """The stored images one by one as uint8 (what ``fewstep encode`` feeds a VAE)."""
+        return StoredPixels(self)
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        """``n`` images drawn uniformly with replacement (then flipped, augmented: :meth:`_batch`)."""
+        idx = torch.randint(0, len(self), (n,), generator=generator)
+        return self._batch(self.pixels[idx].to(torch.float32) * self._scale, idx, generator)
+
     def __repr__(self) -> str:
         return f"ImageDataset({self.name!r}, n={len(self)}, shape={self.shape}, classes={self.num_classes})"
 
 
-def _moments(pixels: torch.Tensor, scale: float, chunk: int = 4096) -> tuple[float, float]:
+class StoredPixels(torch.utils.data.Dataset):
+    """An in-memory set's images as :class:`~fewstep.data.imagefiles.ImageItem` s (uint8, never unreadable)."""
+
+    def __init__(self, ds: ImageDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> ImageItem:
+        px = self.ds.pixels[i]
+        u8 = px if px.dtype == torch.uint8 else (px * 255).round().to(torch.uint8)
+        return ImageItem(i, u8, -1 if self.ds.labels is None else int(self.ds.labels[i]), "")
+
+    def name(self, i: int) -> str:
+        return f"{self.ds.name}[{i}]"
+
+
+def pixel_moments(pixels: torch.Tensor, scale: float, chunk: int = 4096) -> tuple[float, float]:
     """Global mean and std of the pixels in [0, 1], in float64, a chunk of images at a time."""
     total, sq, n = 0.0, 0.0, pixels.numel()
     for i in range(0, pixels.shape[0], chunk):
@@ -122,46 +154,6 @@ def load_cifar10(root: str = "data", split: str = "train", download: bool = True
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
     return ImageDataset(pixels, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, augment=augment,
                         name="cifar10")
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def load_image_folder(root: str, size: int, sigma_d: float = 0.5, conditional: bool = False, xflip: bool = False,
-                      channels: int = 3, augment: float = 0.0) -> ImageDataset:
-    """Every image under ``root`` (class subfolders give labels, sorted by name), resized so its short
-    side is ``size`` and centre-cropped to size x size (as ADM / EDM prepare ImageNet), held as uint8."""
-    from pathlib import Path
-
-    from PIL import Image
-
-    from fewstep.errors import ConfigError, MissingResource
-
-    base = Path(root)
-    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if base.is_dir() else []
-    if not files:
-        raise MissingResource(f"data.root: no images ({', '.join(IMAGE_SUFFIXES)}) under {base.resolve()}")
-    classes = sorted({p.parent.relative_to(base).as_posix() for p in files})
-    if conditional and classes == ["."]:
-        raise ConfigError(f"data.conditional: {base} has no class subfolders to take labels from")
-    index = {c: i for i, c in enumerate(classes)}
-    out = torch.empty(len(files), channels, size, size, dtype=torch.uint8)
-    for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB" if channels == 3 else "L")
-                w, h = im.size
-                scale = size / min(w, h)
-                im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-                arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, channels)
-        except OSError as exc:
-            raise ConfigError(f"data.root: {path} is not a readable image ({exc})") from None
-        out[i] = arr.permute(2, 0, 1)
-    labels = torch.tensor([index[p.parent.relative_to(base).as_posix()] for p in files], dtype=torch.long)
-    return ImageDataset(out, labels, sigma_d=sigma_d, conditional=conditional, xflip=xflip, augment=augment,
-                        name=f"folder:{base.name}")
 
 
 def digits_pixels(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,12 +1,13 @@
-"""Pre-encoded latents of a VAE (IMM App. I.1, research/imm.md §6 "Latents"), and the encoder.
+"""Pre-encoded latents of a VAE as a data set (IMM App. I.1, research/imm.md §6 "Latents").
 
-``fewstep encode`` runs a diffusers AutoencoderKL over an image dataset once and stores, for every
-image, the posterior mean and std (float16) with its label, plus ``meta.json`` (the VAE, the image
-size, the per-channel mean and std of the latents ``mean + std z`` that training draws). Training
-draws ``mean + std z`` each time a latent is used and normalises it per channel:
-``(z - mu_c) / sigma_c * sigma_d`` (IMM uses its own ImageNet-256 statistics for sd-vae-ft-ema, given in
-the recipe; by default the stored ones).
-Samples are decoded back to images for metrics and grids with the same VAE.
+``fewstep encode`` (:mod:`fewstep.data.encode`) stores every image's posterior mean and std (float16)
+with its label in shards, and ``meta.json`` with the per-channel mean and std of the latents
+``mean + std e`` that training draws. Training draws ``mean + std e`` each time a latent is used and
+normalises it per channel: ``(z - mu_c) / sigma_c * sigma_d`` (IMM uses its own ImageNet-256
+statistics for sd-vae-ft-ema, given in the recipe; by default the stored ones). The shards are read
+memory-mapped (:class:`~fewstep.data.latentfiles.LatentFiles`), so the processes of a node share one
+page cache and each holds only the rows of its batches. Samples are decoded back to images for
+metrics and grids with the same VAE.
 """
 from __future__ import annotations
 
@@ -16,91 +17,32 @@ from pathlib import Path
 import torch
 
 from fewstep.data.base import Batch
-from fewstep.errors import ConfigError, MissingResource
-from fewstep.files import atomic_path, write_json
+from fewstep.data.latentfiles import META, LatentFiles, write_latents
+from fewstep.data.vae import decode_uint8, encode_images, load_vae
+from fewstep.errors import ConfigError
 
-FILE, META = "latents.safetensors", "meta.json"
-
-
-def load_vae(name: str, device="cpu"):
-    """An AutoencoderKL from a local folder (config.json + weights) or a Hugging Face id (cache/network)."""
-    from diffusers import AutoencoderKL
-
-    try:
-        vae = AutoencoderKL.from_pretrained(name, low_cpu_mem_usage=False)  # (no accelerate needed)
-        return vae.to(device).eval().requires_grad_(False)
-    except Exception as exc:  # noqa: BLE001 - offline hub, missing folder, bad files
-        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise MissingResource(f"vae {name!r} could not be loaded ({type(exc).__name__}: {detail}); give a local "
-                              "folder with config.json and diffusion_pytorch_model.safetensors, or a hub id such as "
-                              "stabilityai/sd-vae-ft-ema on a machine with network (or a filled HF cache)") from None
-
-
-def _to_vae_input(u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 1 or 3, H, W] -> float RGB in [-1, 1]."""
-    x = u8.float() / 127.5 - 1.0
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-
-
-@torch.no_grad()
-def encode_images(vae, images_u8: torch.Tensor, batch_size: int = 64, progress=None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior (mean, std) of every image, float16 on the CPU."""
-    device = next(vae.parameters()).device
-    means, stds = [], []
-    for i in range(0, images_u8.shape[0], batch_size):
-        dist = vae.encode(_to_vae_input(images_u8[i:i + batch_size]).to(device)).latent_dist
-        means.append(dist.mean.half().cpu())
-        stds.append(dist.std.half().cpu())
-        if progress:
-            progress(min(i + batch_size, images_u8.shape[0]))
-    return torch.cat(means), torch.cat(stds)
-
-
-def write_latents(folder: str | Path, mean: torch.Tensor, std: torch.Tensor, labels: torch.Tensor | None,
-                  vae: str, image_shape: tuple[int, ...], source: str) -> Path:
-    """Store an encoded set (atomically: a temporary file renamed)."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {"mean": mean.contiguous(), "std": std.contiguous()}
-    if labels is not None:
-        tensors["labels"] = labels.to(torch.long).contiguous()
-    with atomic_path(folder / FILE) as tmp:
-        save_file(tensors, str(tmp))
-    m, s = mean.double(), std.double()
-    # moments of the latents training draws (mean + std z): Var = Var(mean) + E[std^2] per channel
-    var = m.var(dim=(0, 2, 3)) + (s * s).mean(dim=(0, 2, 3))
-    meta = {"vae": vae, "image_shape": list(image_shape), "source": source, "n": int(mean.shape[0]),
-            "latent_shape": list(mean.shape[1:]), "channel_mean": m.mean(dim=(0, 2, 3)).tolist(),
-            "channel_std": var.sqrt().tolist()}
-    write_json(folder / META, meta)
-    return folder
+__all__ = ["LatentDataset", "encode_images", "load_vae", "write_latents"]
 
 
 class LatentDataset:
-    """A folder written by :func:`write_latents`, sampled as normalised latents [C, h, w]."""
+    """A folder written by ``fewstep encode`` (or :func:`write_latents`), sampled as normalised latents
+    [C, h, w]. ``xflip`` draws the stored x-flipped encodings for half the samples (``encode --xflip``)."""
 
     kind = "images"  # metrics and grids see decoded images (to_uint8 runs the VAE's decoder)
 
     def __init__(self, root: str | Path, sigma_d: float = 0.5, channel_mean=None, channel_std=None,
-                 conditional: bool = False, vae: str | None = None):
-        from safetensors.torch import load_file
-
+                 conditional: bool = False, vae: str | None = None, xflip: bool = False):
         root = Path(root)
-        if not (root / FILE).is_file() or not (root / META).is_file():
-            raise MissingResource(f"data.root: {root} holds no encoded latents ({FILE} and {META}); create them with "
-                              "`fewstep encode --data <image dataset> --vae <AutoencoderKL> --out <folder>`")
-        t = load_file(str(root / FILE))
+        self.files = LatentFiles(root)
         self.meta = json.loads((root / META).read_text())
-        self.mean_, self.std_ = t["mean"], t["std"]
-        self.labels = t.get("labels")
+        self.labels = self.files.labels
         if conditional and self.labels is None:
             raise ConfigError(f"data.conditional: {root} was encoded without labels")
+        if xflip and "mean_flip" not in self.files:
+            raise ConfigError(f"data.xflip: {root} holds no x-flipped encodings; encode with `fewstep encode --xflip`")
         self.num_classes = int(self.labels.max()) + 1 if conditional else None
-        self.shape = tuple(self.mean_.shape[1:])
-        self.sigma_d = float(sigma_d)
+        self.shape = self.files.shape
+        self.sigma_d, self.xflip = float(sigma_d), bool(xflip)
         c = self.shape[0]
         mu = torch.tensor(channel_mean if channel_mean is not None else self.meta["channel_mean"], dtype=torch.float32)
         sd = torch.tensor(channel_std if channel_std is not None else self.meta["channel_std"], dtype=torch.float32)
@@ -111,12 +53,20 @@ class LatentDataset:
         self._vae = None
 
     def __len__(self) -> int:
-        return self.mean_.shape[0]
+        return len(self.files)
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
-        """``mean + std z`` of n stored latents (with replacement), normalised per channel to sigma_d."""
+        """``mean + std e`` of n stored latents (with replacement; the x-flipped encoding for the draws
+        with u < 1/2 when ``xflip``), normalised per channel to sigma_d."""
         idx = torch.randint(0, len(self), (n,), generator=generator)
-        z = self.mean_[idx].float() + self.std_[idx].float() * torch.randn(n, *self.shape, generator=generator)
+        rows = idx.numpy()
+        mean, std = self.files.rows("mean", rows), self.files.rows("std", rows)
+        if self.xflip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            if flip.any():
+                mean[flip] = self.files.rows("mean_flip", rows[flip.numpy()])
+                std[flip] = self.files.rows("std_flip", rows[flip.numpy()])
+        z = mean.float() + std.float() * torch.randn(n, *self.shape, generator=generator)
         x = (z - self.mu) / self.sd * self.sigma_d
         return Batch(x, self.labels[idx] if self.num_classes else None)
 
@@ -124,11 +74,8 @@ class LatentDataset:
         """Normalised data space -> the VAE's latent space."""
         return x.detach().float().cpu() / self.sigma_d * self.sd + self.mu
 
-    @torch.no_grad()
     def to_uint8(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Decode with the VAE to uint8 images [n, 3, H, W]."""
         if self._vae is None:
             self._vae = load_vae(self.vae_name)
-        z = self.to_latents(x)
-        out = [self._vae.decode(z[i:i + batch_size]).sample for i in range(0, z.shape[0], batch_size)]
-        return ((torch.cat(out).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return decode_uint8(self._vae, self.to_latents(x), batch_size)

@@ -70,42 +70,11 @@ def test_digits_is_registered_and_buildable(regs):
     assert ds.shape == (1, 16, 16) and ds.num_classes == 10
 
 
-def _write_images(root, specs):
-    from PIL import Image
-
-    for rel, (w, h), colour in specs:
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (w, h), colour).save(path)
-
-
-def test_image_folder_resizes_crops_and_labels_by_subfolder(tmp_path, regs):
-    from PIL import Image
-
-    _write_images(tmp_path, [("cat/a.png", (40, 20), (255, 0, 0)), ("cat/b.jpg", (16, 16), (0, 255, 0)),
-                             ("dog/c.png", (20, 40), (0, 0, 255))])
-    img = Image.new("RGB", (32, 16), (0, 0, 0))
-    img.paste((255, 255, 255), (8, 0, 24, 16))  # a white centre square on black sides
-    img.save(tmp_path / "dog" / "d.png")
-    entry = regs.datasets.get("image_folder")
-    ds = entry.build(entry.model().model_validate({"name": "image_folder", "root": str(tmp_path), "size": 8,
-                                                   "conditional": True}), 0.5)
-    assert (ds.shape, len(ds), ds.num_classes) == ((3, 8, 8), 4, 2)
-    assert ds.labels.tolist() == [0, 0, 1, 1]  # cat, cat, dog, dog (sorted paths)
-    u8 = ds.originals(0, 4)
-    assert (u8[0, 0] > 250).all() and (u8[0, 1:] < 5).all()  # red, whatever its aspect ratio
-    assert (u8[3, :, :, 1:7] > 250).all()  # the centre crop of a wide image keeps its white centre (edges: bicubic)
-
-
-def test_image_folder_errors_are_one_line(tmp_path):
-    from fewstep.data.images import load_image_folder
-    from fewstep.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="no images"):
-        load_image_folder(str(tmp_path), 8)
-    _write_images(tmp_path, [("a.png", (8, 8), (1, 2, 3))])
-    with pytest.raises(ConfigError, match="no class subfolders"):
-        load_image_folder(str(tmp_path), 8, conditional=True)
-    (tmp_path / "bad.png").write_text("not an image")
-    with pytest.raises(ConfigError, match="bad.png is not a readable image"):
-        load_image_folder(str(tmp_path), 8)
+def test_originals_are_the_stored_images_as_uint8_items():
+    ds = load_digits_dataset()
+    pixels, labels = digits_pixels()
+    items = ds.originals()
+    assert len(items) == 1797 and items.name(5) == "digits[5]"
+    item = items[5]
+    assert item.index == 5 and item.error == "" and item.label == int(labels[5])
+    assert torch.equal(item.image, (pixels[5] * 255).round().to(torch.uint8))

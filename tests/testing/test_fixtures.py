@@ -61,13 +61,13 @@ def test_image_folder_makes_class_subfolders_of_seeded_pngs(tmp_path):
 
 
 def test_image_folder_is_read_by_the_image_folder_dataset(tmp_path):
-    from fewstep.data.images import load_image_folder
+    from fewstep.data.folder import load_image_folder
 
     root = image_folder(tmp_path / "imgs", classes=2, per_class=4)
     data = load_image_folder(str(root), 8, conditional=True)
     assert len(data) == 8 and data.shape == (3, 8, 8) and data.num_classes == 2
     assert data.labels.tolist() == [0] * 4 + [1] * 4
-    assert data.originals(0, 8).dtype == torch.uint8
+    assert data.originals()[7].image.dtype == torch.uint8 and data.originals()[7].label == 1
 
 
 def test_encoded_latents_make_a_folder_the_latents_dataset_reads(latents_folder):
