@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 __all__ = [
     "ChecksRecipe", "Dataset", "GroupedTimes", "HasDefaultSampler", "HasEtaRange", "HasExample",
     "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware", "Sampler",
-    "Stateful", "StoredImages",
+    "OwnReference", "Stateful", "StoredImages",
 ]
 
 Location = tuple  # a recipe location such as ("objective", "group_size")
@@ -147,6 +147,15 @@ class StoredImages(Protocol):
     def __len__(self) -> int: ...
 
     def originals(self) -> Any: ...
+
+
+@runtime_checkable
+class OwnReference(Protocol):
+    """A metric that may compare with a reference of its own (stored statistics, a named data set): when
+    ``own_reference`` is true, evaluation hands it ``None`` instead of data images (no decoding of a
+    reference set it would not read)."""
+
+    own_reference: bool
 
 
 @runtime_checkable

@@ -377,8 +377,11 @@ class FIDConfig(ComponentConfig):
         None, description="Inception weights file (weights-inception-2015-12-05-6726825d.pth); null = "
                           "$FEWSTEP_INCEPTION_WEIGHTS or torch hub's checkpoints folder.")
     reference: str = Field(
-        "data", description="'data': fresh samples of the recipe's dataset; or a torch-fidelity input such as "
-                            "cifar10-train (the 50k training images papers compare against).")
+        "data", description="'data': fresh samples of the recipe's dataset; a torch-fidelity input such as "
+                            "cifar10-train (the 50k training images papers compare against); or a file of Inception "
+                            "statistics against which FID (and IS) alone are measured: .npz with mu and sigma "
+                            "(`fewstep fid-ref`, EDM, ADM's reference batches, clean-fid) or EDM2's .pkl (the "
+                            "ImageNet-256 img256.pkl of lumalabs/tvm), read without running code.")
     device: str = Field("auto", description="Where the feature extractor runs: auto (CUDA when present), cpu, cuda.")
 
 
@@ -388,6 +391,9 @@ class FDDigitsConfig(ComponentConfig):
                                                    "100; 10 keeps a CPU evaluation at seconds).")
     isc: bool = Field(False, description="Also the classifier's 'inception score' (IS-digits).")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda.")
+    reference: str = Field("data", description="'data': fresh samples of the recipe's dataset; or an .npz of the "
+                                               "classifier's feature statistics (`fewstep fid-ref --features digits`),"
+                                               " against which FD-digits (and IS) alone are measured.")
 
 
 @hookimpl

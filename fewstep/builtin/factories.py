@@ -74,7 +74,9 @@ def build_energy_distance(cfg) -> PointMetric:
 class FidelityMetric:
     """Image metrics through torch-fidelity, called as ``metric(samples_u8, reference_u8, generator)``
     and returning values labelled by their feature extractor (``FID``/``KID`` or ``FD-digits``/...).
-    ``reference`` is ``"data"`` (the fresh data the evaluation passes) or a torch-fidelity input name."""
+    ``reference`` is ``"data"`` (the fresh data the evaluation passes), a torch-fidelity input name or a
+    file of stored statistics (``.npz``, EDM2's ``.pkl``): with either of the last two, ``own_reference``
+    is true and the evaluation hands the metric no data."""
 
     kind = "images"
 
@@ -84,10 +86,16 @@ class FidelityMetric:
         self.options = {"kid": kid, "isc": isc, "prc": prc, "device": device, "weights": weights,
                         "kid_subsets": kid_subsets}
         self.reference = reference
+        self.own_reference = reference != "data"
 
     def __call__(self, x, y, generator=None) -> dict[str, float]:
         from fewstep.eval.fidelity import fidelity
 
+        if self.reference.endswith((".npz", ".pkl")):
+            from fewstep.eval.fidref import fidelity_to_reference
+
+            return fidelity_to_reference(x, self.reference, features=self.features, isc=self.options["isc"],
+                                         device=self.options["device"], weights=self.options["weights"])
         reference = y if self.reference == "data" else self.reference
         return fidelity(x, reference, features=self.features, fid=True, **self.options)
 
@@ -99,4 +107,4 @@ def build_fid(cfg) -> FidelityMetric:
 
 def build_fd_digits(cfg) -> FidelityMetric:
     return FidelityMetric("fd_digits", "digits", kid=cfg.kid, kid_subsets=cfg.kid_subsets, isc=cfg.isc,
-                          device=cfg.device)
+                          device=cfg.device, reference=cfg.reference)

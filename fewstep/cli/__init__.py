@@ -28,7 +28,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fewstep.cli import bench, check, encode, import_checkpoint, new_plugin, plugins, sample, schema, train
+    from fewstep.cli import bench, check, encode, fid_ref, import_checkpoint, new_plugin, plugins, sample, schema, train
     from fewstep.cli import eval as eval_cmd
 
     app.command("train")(train.train)
@@ -36,6 +36,7 @@ def _register() -> None:
     app.command("eval")(eval_cmd.evaluate)
     app.command("bench")(bench.bench)
     app.command("encode")(encode.encode)
+    app.command("fid-ref")(fid_ref.fid_ref)
     app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
     app.command("check")(check.check)
     app.command("schema")(schema.schema)

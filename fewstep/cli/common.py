@@ -61,3 +61,70 @@ def _has_location(line: str) -> bool:
 
 def err(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def image_source_from_flags(data: str, set_: list[str] | None):
+    """(data set, its validated Config) for ``--data NAME --set data.<field>=value ...`` (``fewstep encode``,
+    ``fewstep fid-ref``): a data set with original images to read one by one; a folder is streamed, never
+    held in memory. Every bad flag is one line named by the flag."""
+    from pydantic import ValidationError
+
+    from fewstep.config.source import parse_scalar
+    from fewstep.errors import ConfigError, RecipeError
+    from fewstep.plugins import get_registries
+    from fewstep.protocols import StoredImages
+    from fewstep.validation import error_message
+
+    spec = {"name": data}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.startswith("data."):
+            raise ConfigError(f"--set {item}: takes data.<field>=value")
+        spec[key[5:]] = parse_scalar(raw, f"--set {item}")
+    entry = get_registries().datasets.get(data)
+    model = entry.model()
+    if "stream" in model.model_fields:  # a folder is read image by image, never held in memory here
+        spec.setdefault("stream", True)
+    try:
+        cfg = model.model_validate(spec)
+    except ValidationError as exc:  # one line per problem, named by its flag
+        raise RecipeError([f"--set data.{'.'.join(map(str, e['loc']))}: {error_message(e)}" if e["loc"] else
+                           f"--data {data}: {error_message(e)}" for e in exc.errors(include_url=False)]) from None
+    ds = entry.build(cfg, 0.5)
+    if not isinstance(ds, StoredImages):
+        raise ConfigError(f"--data {data}: has no original images to read (kind {ds.kind})")
+    return ds, cfg
+
+
+def default_workers() -> int:
+    """DataLoader processes for reading images: min(4, the CPU cores this process may use)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(4, cores)
+
+
+class ProgressBar:
+    """Progress of a long read (encode, fid-ref) on rank 0: a rich bar on a terminal, otherwise a plain line
+    every 30 s and at the end. Called as ``bar(done, total, **fields)``."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label, self.enabled, self.bar, self.last = label, enabled, None, 0.0
+
+    def __call__(self, done: int, total: int, **fields: float) -> None:
+        import time
+
+        from fewstep.train.progress import Progress
+
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = Progress(total, 0, self.label)
+        now = time.monotonic()
+        if sys.stderr.isatty() or now - self.last >= 30 or done == total:
+            self.last = now
+            self.bar.status(done, fields)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -14,7 +14,7 @@ import torch
 
 from fewstep.errors import ConfigError
 from fewstep.files import write_json
-from fewstep.protocols import ImageData
+from fewstep.protocols import ImageData, OwnReference
 from fewstep.run.components import Components
 from fewstep.run.dist import Dist, from_env
 from fewstep.run.rundir import load_run
@@ -62,13 +62,15 @@ def sample_sharded(comps: Components, fm, sampler, n_steps: int, n: int, seed: i
 
 def _measure(name: str, metric, x: torch.Tensor, ref: torch.Tensor, dataset, generator) -> dict[str, float]:
     """One metric on one sample set: image metrics (``metric.kind == "images"``) see uint8 images,
-    point metrics flat vectors. A metric returns a float (its column is the metric's registry name)
-    or a dict of labelled values (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
+    point metrics flat vectors; a metric with its own reference (:class:`OwnReference`) is handed no
+    data (its floor is fresh data against that reference). A metric returns a float (its column is the
+    metric's registry name) or a dict of labelled values (e.g. ``{"FD-digits": .., "KID-digits": ..}``).
     """
+    own = isinstance(metric, OwnReference) and metric.own_reference
     if metric.kind == "images":
         if not (dataset.kind == "images" and isinstance(dataset, ImageData)):
             raise ConfigError(f"eval.metrics: {name} needs image data; data is {dataset.kind}")
-        out = metric(dataset.to_uint8(x), dataset.to_uint8(ref), generator)
+        out = metric(dataset.to_uint8(x), None if own else dataset.to_uint8(ref), generator)
     else:
         out = metric(x.flatten(1), ref.flatten(1), generator)
     return {k: float(v) for k, v in out.items()} if isinstance(out, dict) else {name: float(out)}

@@ -40,17 +40,17 @@ import torch
 
 from fewstep.errors import ConfigError, MissingResource
 
-__all__ = ["INCEPTION_FILE", "UInt8Images", "fidelity", "inception_weights",
-           "vgg16_weights"]
+__all__ = ["EXTRACTORS", "INCEPTION_FILE", "TF_KEYS", "UInt8Images", "extractor_name", "fidelity", "inception_weights",
+           "label", "resolve_cuda", "vgg16_weights"]
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_ENV = "FEWSTEP_INCEPTION_WEIGHTS"
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's VGG16_Weights.IMAGENET1K_V1 (a plain state dict)
 VGG16_ENV = "FEWSTEP_VGG16_WEIGHTS"
-_EXTRACTORS = {"inception": "inception-v3-compat", "digits": "fewstep-digits"}
+EXTRACTORS = {"inception": "inception-v3-compat", "digits": "fewstep-digits"}
 _DEFAULT_FILES = {"inception": INCEPTION_FILE, "vgg16": VGG16_FILE}  # their caches need no weights hash
 _INCEPTION_KEYS = {"fid": "FID", "kid": "KID", "isc": "IS", "precision": "precision", "recall": "recall"}
-_TF_KEYS = {"fid": "frechet_inception_distance", "kid": "kernel_inception_distance_mean",
+TF_KEYS = {"fid": "frechet_inception_distance", "kid": "kernel_inception_distance_mean",
             "isc": "inception_score_mean", "precision": "precision", "recall": "recall"}
 
 
@@ -125,7 +125,7 @@ def vgg16_weights(path: str | os.PathLike | None = None) -> str:
     return _resolve_weights(path, "VGG16", VGG16_FILE, VGG16_ENV, _vgg16_url)
 
 
-def _cuda_for(device) -> tuple[bool, int | None]:
+def resolve_cuda(device) -> tuple[bool, int | None]:
     """(use CUDA?, device index) for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device."""
     if str(device) == "auto":
         return torch.cuda.is_available(), None
@@ -158,6 +158,22 @@ def _extractor_tag(features: str, weights) -> str:
     return tag
 
 
+def extractor_name(features: str) -> str:
+    """torch-fidelity's name of the feature extractor for ``features`` (``inception``, ``digits``, or a name
+    registered with torch-fidelity), registering fewstep's digits extractor on first use."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if features == "digits":
+        from fewstep.eval.digits_features import register
+
+        register()
+    name = EXTRACTORS.get(features, features)
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        raise ConfigError(f"image metrics: unknown features {features!r}; use 'inception', 'digits' or one of "
+                          f"{sorted(FEATURE_EXTRACTORS_REGISTRY)}")
+    return name
+
+
 def fidelity(samples_u8: torch.Tensor, reference: torch.Tensor | str, *, features: str = "inception",
              fid: bool = True, kid: bool = True, isc: bool = False, prc: bool = False,
              device="auto", weights: str | os.PathLike | None = None, batch_size: int = 128,
@@ -167,8 +183,9 @@ def fidelity(samples_u8: torch.Tensor, reference: torch.Tensor | str, *, feature
 
     ``reference`` is a uint8 tensor (statistics cached by content when ``cache``) or the name of a
     torch-fidelity registered input such as ``"cifar10-train"`` (cached by that name;
-    ``datasets_root`` is where torch-fidelity looks for it). ``weights`` overrides the extractor's
-    weights file (Inception: see :func:`inception_weights`). ``kid_subset_size`` (default 1000) is
+    ``datasets_root`` is where torch-fidelity looks for it); stored statistics (``.npz``) go through
+    :func:`fewstep.eval.fidref.fidelity_to_reference`. ``weights`` overrides the extractor's weights
+    file (Inception: see :func:`inception_weights`). ``kid_subset_size`` (default 1000) is
     clamped to the smaller set (for a named reference, to the sample count only), ``isc_splits`` to
     the sample count. Keys are labelled by extractor (module docstring); KID and IS are the means
     over subsets / splits. Runs on CUDA only when ``device`` resolves to it (``"auto"``: if available).
@@ -176,20 +193,13 @@ def fidelity(samples_u8: torch.Tensor, reference: torch.Tensor | str, *, feature
     if not (fid or kid or isc or prc):
         raise ValueError("fidelity: no metric requested")
     import torch_fidelity
-    from torch_fidelity.registry import DATASETS_REGISTRY, FEATURE_EXTRACTORS_REGISTRY
+    from torch_fidelity.registry import DATASETS_REGISTRY
 
-    if features == "digits":
-        from fewstep.eval.digits_features import register
-
-        register()
-    extractor = _EXTRACTORS.get(features, features)
-    if extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        raise ConfigError(f"image metrics: unknown features {features!r}; use 'inception', 'digits' or one of "
-                          f"{sorted(FEATURE_EXTRACTORS_REGISTRY)}")
+    extractor = extractor_name(features)
     if isinstance(reference, str) and reference not in DATASETS_REGISTRY:
         raise ConfigError(f"image metrics: reference {reference!r} is not a torch-fidelity registered input "
                           f"({', '.join(sorted(DATASETS_REGISTRY))}) nor a uint8 tensor")
-    cuda, index = _cuda_for(device)
+    cuda, index = resolve_cuda(device)
     if weights is not None and features != "inception" and not Path(weights).is_file():
         raise ConfigError(f"image metrics: weights file {weights} for features {features!r} does not exist")
     # Resolve every weights file before any work, so a missing one fails fast.
@@ -230,12 +240,13 @@ def fidelity(samples_u8: torch.Tensor, reference: torch.Tensor | str, *, feature
                        fid=fid, kid=kid, isc=isc, prc=main_prc))
     if prc and features == "inception":
         raw.update(run("vgg16", vgg_path, _extractor_tag("vgg16", vgg_path), prc=True))
-    return _label(raw, features)
+    return label(raw, features)
 
 
-def _label(raw: dict, features: str) -> dict[str, float]:
+def label(raw: dict, features: str) -> dict[str, float]:
+    """torch-fidelity's result keys as fewstep's labels (``FID``... or ``FD-<features>``...)."""
     out = {}
-    for short, tf_key in _TF_KEYS.items():
+    for short, tf_key in TF_KEYS.items():
         if tf_key in raw:
             if features == "inception":
                 label = _INCEPTION_KEYS[short]

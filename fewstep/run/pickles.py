@@ -1,11 +1,12 @@
-"""Reading EDM-style "persistence" pickles (the released IMM checkpoints) without running their code.
+"""Reading EDM-style "persistence" pickles (the released IMM checkpoints, EDM2-style statistics) without
+running their code.
 
 EDM's ``torch_utils.persistence`` pickles a network with the *source code* of its module, and loading
 one the usual way (``pickle.load``) executes that source and anything else the pickle names. This
 module never does: a restricted ``pickle.Unpickler`` resolves only
 
 - the data reconstructors of torch and numpy (tensors, parameters, storages read with
-  ``torch.load(weights_only=True)``, dtypes, numpy scalars), ``collections.OrderedDict`` and a few
+  ``torch.load(weights_only=True)``, dtypes, numpy scalars and arrays), ``collections.OrderedDict`` and a few
   builtin containers;
 - ``torch_utils.persistence._reconstruct_persistent_obj``, replaced by :class:`Persistent`, which keeps
   the class name and the object's state and never looks at the embedded source;
@@ -72,16 +73,17 @@ def _storage(data: bytes):
 
 
 def _numpy(name: str) -> Any:
-    """numpy's dtype constructor and scalar reconstructor (data only)."""
+    """numpy's dtype and array constructors and its scalar and array reconstructors (data only: an array's
+    state is its shape, dtype and bytes, or for an object array a list read by this same unpickler)."""
     import numpy as np
 
-    if name == "dtype":
-        return np.dtype
+    if name in ("dtype", "ndarray"):
+        return getattr(np, name)
     try:
-        from numpy._core.multiarray import scalar  # numpy >= 2
+        from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import scalar
-    return scalar
+        from numpy.core import multiarray
+    return getattr(multiarray, name)
 
 
 _ALLOWED = {
@@ -97,7 +99,8 @@ _ALLOWED = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): Persistent,
     ("dnnlib.util", "EasyDict"): dict,
 }
-_NUMPY = {("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+_NUMPY = {("numpy", "dtype"), ("numpy", "ndarray")} | {
+    (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("scalar", "_reconstruct")}
 _MODULE_PACKAGES = ("torch.nn.modules.", "timm.")
 
 

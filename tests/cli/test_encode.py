@@ -51,7 +51,7 @@ def test_a_vae_that_cannot_be_loaded_is_one_line(tmp_path, cli, monkeypatch):
 @pytest.mark.parametrize("flag, expect", [
     ("data.size=12", "--set data.size: input should be 8, 16 or 32"),
     ("data.size=true", "--set data.size: expected a number, not the boolean true"),
-    ("train.steps=3", "--set train.steps=3: encode takes data.<field>=value"),
+    ("train.steps=3", "--set train.steps=3: takes data.<field>=value"),
 ])
 def test_bad_data_flags_are_one_line(tmp_path, cli, flag, expect):
     res = cli("encode", "--data", "digits", "--set", flag, "--vae", tmp_path / "novae", "--out", tmp_path / "o")

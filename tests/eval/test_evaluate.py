@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from fewstep.api import evaluate_run, train_recipe
 from fewstep.errors import ConfigError
@@ -63,3 +64,37 @@ def test_fid_without_inception_weights_is_one_line_naming_the_file(write, tmp_pa
     (line,) = res.output.strip().splitlines()
     assert "weights-inception-2015-12-05-6726825d.pth" in line
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in line and "FEWSTEP_INCEPTION_WEIGHTS" in line
+
+
+def test_a_stored_reference_is_measured_without_handing_the_metric_data(write, tmp_path, regs):
+    """fd_digits against `fewstep fid-ref --data digits` statistics: FD-digits alone (KID needs reference images),
+    a floor of fresh data against them, and the metric is handed no data images."""
+    from typer.testing import CliRunner
+
+    from fewstep.cli import app
+    from fewstep.data.images import load_digits_dataset
+    from fewstep.eval.evaluate import _measure
+
+    ref = tmp_path / "digits.npz"
+    res = CliRunner().invoke(app, ["fid-ref", "--data", "digits", "--features", "digits", "--out", str(ref), "-q",
+                                   "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    recipe = write("digits.yaml", DIGITS.format(cond="false", guidance=1.0, out=tmp_path / "runs").replace(
+        "metrics: [fd_digits, energy]", f"metrics: [{{name: fd_digits, reference: {ref}}}]"))
+    run = train_recipe(recipe, registries=regs, progress=False).run_dir
+    out = evaluate_run(run, regs)
+    assert set(out["floor"]) == {"FD-digits"} and all(set(r) >= {"FD-digits"} and "KID-digits" not in r
+                                                      for r in out["rows"])
+    assert all(r["FD-digits"] > out["floor"]["FD-digits"] > 0 for r in out["rows"])
+
+    class Own:
+        kind, own_reference = "images", True
+
+        def __call__(self, x, y, generator=None):
+            self.got = y
+            return 0.0
+
+    own, data = Own(), load_digits_dataset()
+    batch = data.sample(4, torch.Generator().manual_seed(0)).x
+    _measure("own", own, batch, batch, data, None)
+    assert own.got is None

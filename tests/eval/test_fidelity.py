@@ -9,9 +9,6 @@ import torch
 from fewstep.errors import ConfigError
 from fewstep.eval.fidelity import INCEPTION_FILE, UInt8Images, fidelity, inception_weights
 
-LINEAR = "fewstep-test-linear"
-_A = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, -0.5, 0.0]], dtype=torch.float64) / 10
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
@@ -33,40 +30,6 @@ def digits_u8():
 
     x, _ = digits_pixels(8)
     return (x * 255).round().to(torch.uint8)
-
-
-@pytest.fixture(scope="module")
-def linear_extractor():
-    """A torch-fidelity extractor whose features are a fixed linear map of the 2x2 pixels (float64)."""
-    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
-
-    class _Linear(FeatureExtractorBase):
-        def __init__(self, name, features_list, **kwargs):
-            super().__init__(name, features_list)
-
-        @staticmethod
-        def get_provided_features_list():
-            return ("lin",)
-
-        @staticmethod
-        def get_default_feature_layer_for_metric(metric):
-            return "lin"
-
-        @staticmethod
-        def can_be_compiled():
-            return False
-
-        @staticmethod
-        def get_dummy_input_for_compile():
-            return torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
-
-        def forward(self, x):
-            return (x[:, 0].flatten(1).double() @ _A,)
-
-    if LINEAR not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(LINEAR, _Linear)
-    return lambda u8: u8[:, 0].flatten(1).double() @ _A
 
 
 def _gaussian_u8(n, mean, cov, seed):
@@ -143,6 +106,7 @@ def test_frechet_distance_closed_form():
 
 
 def test_fd_of_gaussians_matches_closed_form(linear_extractor):
+    LINEAR, _A = linear_extractor.name, linear_extractor.A
     mean_a, mean_b = [100.0, 120.0, 140.0, 90.0], [110.0, 115.0, 150.0, 95.0]
     cov_a = torch.tensor([[225.0, 60, 0, 0], [60, 200, 30, 0], [0, 30, 150, 20], [0, 0, 20, 180]])
     cov_b = torch.diag(torch.tensor([100.0, 250, 120, 300]))
@@ -151,7 +115,7 @@ def test_fd_of_gaussians_matches_closed_form(linear_extractor):
     assert set(out) == {f"FD-{LINEAR}"}
     fd = out[f"FD-{LINEAR}"]
     # Exact: the closed form on the empirical feature statistics (torch-fidelity's np.cov is unbiased).
-    fa, fb = linear_extractor(a).numpy(), linear_extractor(b).numpy()
+    fa, fb = linear_extractor.features(a).numpy(), linear_extractor.features(b).numpy()
     emp = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
     assert fd == pytest.approx(emp, rel=1e-9)
     # Population: rounding to integers adds variance 1/12 per pixel (Sheppard's correction).
@@ -164,11 +128,12 @@ def test_fd_of_gaussians_matches_closed_form(linear_extractor):
 
 
 def test_kid_exact_when_subset_is_whole_set(linear_extractor):
+    LINEAR = linear_extractor.name
     """With subset size N every KID subset is a permutation of the set, so the unbiased MMD^2 of a set
     against itself is exactly 2 (S - D) / (m (m - 1)) - 2 S / m^2 (S: kernel sum, D: its trace)."""
     a = _gaussian_u8(300, [100.0, 120.0, 140.0, 90.0], torch.eye(4) * 200, 3)
     out = fidelity(a, a, features=LINEAR, fid=False, kid_subset_size=10**6, kid_subsets=3, cache=False)
-    f = linear_extractor(a)
+    f = linear_extractor.features(a)
     k = (f @ f.T / f.shape[1] + 1) ** 3  # torch-fidelity's default polynomial kernel
     m, s, d = f.shape[0], k.sum().item(), k.trace().item()
     expected = 2 * (s - d) / (m * (m - 1)) - 2 * s / m**2
