@@ -23,14 +23,17 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     """Validate a recipe, pick (or resume) its run directory, train it and write sample grids and the
     loss curve (``samples/step_*.png``, ``loss.png``). Returns a :class:`fewstep.train.loop.TrainResult`.
 
-    Resumes the newest unfinished run of the recipe unless ``fresh``; ``run_dir`` names the run
-    explicitly (refused if its checkpoint was trained with a different recipe). ``recipe`` passes
-    an already validated recipe instead of reading ``path`` (``fewstep bench`` does).
+    Resumes the newest unfinished run of the recipe that it can continue unless ``fresh``; when the
+    group's newest run is unfinished and was trained with other settings, asks (ConfigError) instead of
+    leaving it behind. ``run_dir`` names the run explicitly (refused if its checkpoint was trained with
+    a different recipe). ``recipe`` passes an already validated recipe instead of reading ``path``
+    (``fewstep bench`` does). SIGINT or SIGTERM finishes the step, writes a checkpoint and raises
+    :class:`~fewstep.errors.TrainingInterrupted`.
     """
     from fewstep.config import load_recipe
     from fewstep.eval.grids import training_grids
     from fewstep.plugins import get_registries
-    from fewstep.run.checkpoint import latest_checkpoint
+    from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint
     from fewstep.run.components import build_components, set_threads
     from fewstep.run.dist import from_env
     from fewstep.run.rundir import (
@@ -40,6 +43,7 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
         load_init,
         new_run_dir,
         numeric_changes,
+        unfinished_other,
         write_recipe,
     )
     from fewstep.train.loop import train
@@ -56,13 +60,23 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     else:
         group = group_dir(recipe, path)
         run = None if fresh else find_resumable(group, recipe)
+        other = None if fresh or run is not None else unfinished_other(group, recipe)
+        if other is not None:
+            left, changed, step, steps = other
+            raise ConfigError(f"{left} is unfinished (step {step} of {steps}) and was trained with other settings "
+                              f"({', '.join(changed[:5])} {'differs' if len(changed) == 1 else 'differ'}): resume it with `fewstep train {left}/recipe.yaml "
+                              f"--run-dir {left}`, or start a new run beside it with --fresh")
         run = run or new_run_dir(group)
     dist = from_env()  # several processes under torchrun: rank 0's choice of run directory holds
     try:
         run = Path(dist.broadcast(str(run)))
+        ckpt = latest_checkpoint(run)
+        if dist.main:
+            log(f"{run}: resuming at step {checkpoint_step(ckpt)} of {recipe.train.steps}" if ckpt is not None
+                else f"{run}: a new run of {recipe.train.steps} steps")
         set_threads(recipe.train.threads)
         comps = build_components(recipe, regs, dist.device(device))
-        if recipe.train.init and latest_checkpoint(run) is None:  # a new run starts from another's weights
+        if recipe.train.init and ckpt is None:  # a new run starts from another's weights
             ckpt = load_init(comps.net, recipe.train.init)
             if dist.main:
                 log(f"initialised from {ckpt} (EMA weights)")

@@ -58,3 +58,19 @@ class CheckpointError(ConfigError):
 
 class TrainingDiverged(FewstepError):
     """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(FewstepError):
+    """SIGINT or SIGTERM during training: the step in progress was finished and a checkpoint written
+    (exit 130, as a shell reports Ctrl-C). ``resume`` is the command that continues the run, when the
+    caller knows it (the CLI does)."""
+
+    exit_code = 130
+
+    def __init__(self, run_dir, step: int, total: int, signal_name: str, resume: str | None = None):
+        self.run_dir, self.step, self.total, self.signal_name, self.resume = run_dir, step, total, signal_name, resume
+        super().__init__(self.lines()[0])
+
+    def lines(self) -> list[str]:
+        how = f"resume with: {self.resume}" if self.resume else "run the same command to resume"
+        return [f"{self.signal_name} at step {self.step} of {self.total}: checkpoint written in {self.run_dir}; {how}"]

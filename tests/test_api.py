@@ -69,7 +69,7 @@ def test_train_recipe_writes_the_run(recipe, regs, tmp_path):
     for png in [*grids, run / "loss.png"]:
         with Image.open(png) as im:
             assert im.format == "PNG"
-    assert logs == [f"samples: {g}" for g in grids]
+    assert logs == [f"{run}: a new run of 4 steps", *(f"samples: {g}" for g in grids)]
 
 
 def test_train_recipe_takes_a_validated_recipe(regs, tmp_path):
@@ -88,7 +88,8 @@ def test_train_recipe_resumes_the_newest_unfinished_run(recipe, regs):
     logs = []
     resumed = train_recipe(recipe, registries=regs, progress=False, log=logs.append)
     assert resumed.run_dir == first.run_dir and (resumed.start_step, resumed.end_step) == (2, 4)
-    assert not any("resuming" in m for m in logs)  # the same recipe: nothing to say
+    assert logs[0] == f"{first.run_dir}: resuming at step 2 of 4"  # said at the start
+    assert not any("bit for bit" in m for m in logs)  # the same recipe: no caveat
     assert [r["step"] for r in read_metrics(resumed.run_dir)] == [1, 2, 3, 4]
     fresh = train_recipe(recipe, registries=regs, progress=False, fresh=True, stop_after=1)
     assert fresh.run_dir != first.run_dir and fresh.start_step == 0

@@ -12,6 +12,7 @@ from fewstep.errors import (
     PluginError,
     RecipeError,
     TrainingDiverged,
+    TrainingInterrupted,
     UnknownComponentError,
     debug,
 )
@@ -34,7 +35,17 @@ def test_a_failed_run_exits_with_1_and_is_not_a_config_error():
 
 def test_every_exception_class_of_the_module_derives_from_fewstep_error():
     classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
-    assert set(classes) == {FewstepError, TrainingDiverged, *USER_ERRORS}
+    assert set(classes) == {FewstepError, TrainingDiverged, TrainingInterrupted, *USER_ERRORS}
+
+
+def test_an_interrupted_run_exits_with_130_in_one_line_naming_the_run_and_how_to_resume():
+    exc = TrainingInterrupted("runs/x/1", 120, 4000, "SIGTERM")
+    assert exc.exit_code == 130 and not isinstance(exc, ConfigError)
+    assert exc.lines() == ["SIGTERM at step 120 of 4000: checkpoint written in runs/x/1; run the same command to "
+                           "resume"]
+    exc.resume = "fewstep train r.yaml --run-dir runs/x/1"
+    assert exc.lines() == ["SIGTERM at step 120 of 4000: checkpoint written in runs/x/1; resume with: fewstep train "
+                           "r.yaml --run-dir runs/x/1"]
 
 
 def test_missing_resource_is_caught_as_a_config_error():

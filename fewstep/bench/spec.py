@@ -213,9 +213,7 @@ def _run_job(bench_path: Path, source, spec: BenchSpec, key: str, entry: EntrySp
     if cfg["step"] < cfg["recipe"]["train"]["steps"]:
         raise RecipeError([f"{field}: {run_dir} is not finished (step {cfg['step']} of "
                            f"{cfg['recipe']['train']['steps']}); finish it with `fewstep train` first"])
-    saved = load_yaml(run_dir / "recipe.yaml")
-    saved.data.pop("_provenance", None)  # where it came from, written beside the recipe (fewstep.config)
-    recipe = _entry_recipe(saved, bench_path, spec, key, entry, None, None, regs)
+    recipe = _entry_recipe(load_yaml(run_dir / "recipe.yaml"), bench_path, spec, key, entry, None, None, regs)
     data = recipe.data.name
     names = [_data_label(d) for d in spec.data or []]
     if names and data not in names:

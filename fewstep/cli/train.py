@@ -28,12 +28,28 @@ def train(
     Several processes: torchrun --nproc_per_node=8 -m fewstep train recipes/imm_cifar.yaml
     """
     from fewstep.api import train_recipe
+    from fewstep.errors import TrainingInterrupted
 
-    result = train_recipe(recipe, set_ or [], run_dir=run_dir, fresh=fresh, device=device,
-                          progress=not quiet, stop_after=stop_after, log=err)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+    try:
+        result = train_recipe(recipe, set_ or [], run_dir=run_dir, fresh=fresh, device=device,
+                              progress=not quiet, stop_after=stop_after, log=err if main else None)
+    except TrainingInterrupted as exc:
+        if not main:
+            raise typer.Exit(exc.exit_code) from None
+        exc.resume = resume_command(recipe, set_ or [], exc.run_dir)
+        raise
+    if not main:
         return
-    if result.start_step:
-        err(f"resumed at step {result.start_step}")
     err(f"trained steps {result.start_step}..{result.end_step} in {result.seconds:.1f}s -> {result.run_dir}")
     print(result.run_dir)
+
+
+def resume_command(recipe: str, overrides: list[str], run_dir) -> str:
+    """The command that continues ``run_dir``: this one, with ``--run-dir`` (under torchrun, as torchrun)."""
+    import shlex
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    head = ["torchrun", "--standalone", f"--nproc_per_node={world}", "-m", "fewstep"] if world > 1 else ["fewstep"]
+    args = [*head, "train", recipe, *[a for item in overrides for a in ("--set", item)], "--run-dir", str(run_dir)]
+    return shlex.join(args)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from fewstep.config.recipe import COMPONENTS, recipe_model, resolve_sampler, tagged, validate
+from fewstep.config.recipe import COMPONENTS, PROVENANCE, recipe_model, resolve_sampler, tagged, validate
 from fewstep.config.source import Source, apply_overrides, load_yaml
 from fewstep.registry import Registries
 
@@ -56,10 +56,10 @@ def _name_first(value: Any) -> Any:
 
 
 def dump_recipe(recipe, header: dict[str, Any] | None = None) -> str:
-    """YAML text of the resolved recipe, optionally with provenance keys under ``_provenance``."""
+    """YAML text of the resolved recipe, optionally with provenance keys under ``_provenance`` (PROVENANCE)."""
     data = recipe_dict(recipe)
     if header:
-        data["_provenance"] = header
+        data[PROVENANCE] = header
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
 

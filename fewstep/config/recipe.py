@@ -26,6 +26,8 @@ COMPONENTS = {
 }
 
 
+PROVENANCE = "_provenance"  # the key of a saved recipe's versions, revision and times (not a setting)
+
 # Sections that may be left out, and the component they then default to.
 DEFAULT_NAMES = {"interpolant": "ot_fm"}
 
@@ -180,8 +182,11 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
 
 
 def validate(source, regs: Registries):
-    """Validate parsed recipe data: pre-check component names, pydantic, then cross-checks."""
+    """Validate parsed recipe data: pre-check component names, pydantic, then cross-checks. A run's saved
+    ``recipe.yaml`` validates too: its ``_provenance`` (versions, revision, times) is not a setting."""
     data = source.data
+    if isinstance(data, dict):
+        data.pop(PROVENANCE, None)
     problems: list[str] = []
     bad_sections = set()
     for section, kind in COMPONENTS.items():

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from fewstep.config import dump_recipe, recipe_dict, recipe_from_dict
+from fewstep.config.recipe import PROVENANCE
 from fewstep.errors import CheckpointError
 from fewstep.files import write_text
 from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint, load_config, load_weights
@@ -45,13 +46,29 @@ def new_run_dir(group: Path) -> Path:
     return run
 
 
+def run_started(run: Path) -> float:
+    """When a run started (seconds since the epoch): its recipe's recorded ``started`` (kept across
+    sessions), else when the recipe was written, else the time in a ``<stamp>[-k]`` folder name, else
+    the folder's modification time."""
+    from datetime import datetime
+
+    try:
+        meta = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")).get(PROVENANCE) or {}
+        return datetime.fromisoformat(str(meta.get("started") or meta["written"])).timestamp()
+    except (OSError, AttributeError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        pass
+    try:
+        return datetime.strptime(run.name[:15], "%Y%m%d-%H%M%S").timestamp()
+    except ValueError:
+        return run.stat().st_mtime
+
+
 def _newest_first(runs) -> list[Path]:
-    """Run folders ``<stamp>`` and ``<stamp>-<k>`` (made in the same second, k counting up), newest first:
-    the stamp, then k as a number (``-10`` is newer than ``-9``)."""
+    """Run folders newest first by :func:`run_started`; runs of the same second by their ``-k`` suffix
+    (``new_run_dir`` counts up, so ``-10`` is newer than ``-9``)."""
     def key(run: Path):
-        date, _, rest = run.name.partition("-")
-        clock, _, k = rest.partition("-")
-        return date, clock, int(k) if k.isdigit() else 0, run.name
+        k = run.name.rsplit("-", 1)[-1] if run.name.count("-") >= 2 else "0"
+        return run_started(run), int(k) if k.isdigit() else 0, run.name
 
     return sorted(runs, key=key, reverse=True)
 
@@ -61,7 +78,7 @@ def recipe_diff(a: Any, b: Any, prefix: tuple = ()) -> list[tuple]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=str):
-            if k == "_provenance":
+            if k == PROVENANCE:
                 continue
             out += recipe_diff(a.get(k), b.get(k), prefix + (k,))
         return out
@@ -97,17 +114,34 @@ def is_finished(run_dir: Path) -> bool:
     return cfg["step"] >= cfg["recipe"]["train"]["steps"]
 
 
-def find_resumable(group: Path, recipe) -> Path | None:
-    """The newest unfinished run of this group whose recipe allows resuming, if any."""
+def _trained_runs(group: Path) -> list[Path]:
+    """The group's runs that have a checkpoint, newest first."""
     if not group.is_dir():
-        return None
-    for run in _newest_first(d for d in group.iterdir() if d.is_dir()):
-        if latest_checkpoint(run) is None:
-            continue
+        return []
+    return [run for run in _newest_first(d for d in group.iterdir() if d.is_dir()) if latest_checkpoint(run)]
+
+
+def find_resumable(group: Path, recipe) -> Path | None:
+    """The newest unfinished run of this group whose recipe allows resuming (finished runs and runs
+    trained otherwise are passed over), if any."""
+    for run in _trained_runs(group):
         if not is_finished(run) and not blocking_changes(run, recipe):
             return run
-        return None  # only the newest run with a checkpoint is a candidate
     return None
+
+
+def unfinished_other(group: Path, recipe) -> tuple[Path, list[str], int, int] | None:
+    """(run, the fields that differ, its step, its length) when the group's newest trained run is
+    unfinished and was trained with a recipe this one cannot resume: starting a new run beside it would
+    leave it behind, so training asks first."""
+    runs = _trained_runs(group)
+    if not runs or is_finished(runs[0]):
+        return None
+    changed = blocking_changes(runs[0], recipe)
+    if not changed:
+        return None
+    cfg = load_config(latest_checkpoint(runs[0]))
+    return runs[0], changed, int(cfg["step"]), int(cfg["recipe"]["train"]["steps"])
 
 
 def git_revision() -> str | None:
@@ -122,8 +156,17 @@ def git_revision() -> str | None:
 def write_recipe(run_dir: Path, recipe, regs) -> Path:
     """Save the resolved recipe with the fewstep version, plugin versions and git revision."""
     plugins = {p.name: f"{p.dist or p.module} {p.version or ''}".strip() for p in regs.plugins if p.status == "ok"}
-    header = {"fewstep": __version__, "git": git_revision(), "plugins": plugins,
-              "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    from datetime import datetime
+
+    now = datetime.now()
+    started = now.isoformat(sep=" ", timespec="microseconds")
+    try:  # a resumed run keeps the time it started (what "newest" means for resume, eval and sample)
+        old = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8")).get(PROVENANCE) or {}
+        started = str(old.get("started") or old.get("written") or started)
+    except (OSError, AttributeError, yaml.YAMLError):
+        pass
+    header = {"fewstep": __version__, "git": git_revision(), "plugins": plugins, "started": started,
+              "written": now.strftime("%Y-%m-%d %H:%M:%S")}
     return write_text(run_dir / "recipe.yaml", dump_recipe(recipe, header))
 
 
@@ -153,7 +196,6 @@ def load_run_recipe(run_dir: Path, regs):
         raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {detail})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a recipe (a mapping of sections)")
-    data.pop("_provenance", None)
     return recipe_from_dict(data, regs, path=str(path))
 
 

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from fewstep.config import recipe_dict
-from fewstep.errors import ConfigError, TrainingDiverged
+from fewstep.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from fewstep.networks.wrappers import unwrap_ddp
 from fewstep.protocols import Stateful
 from fewstep.run.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
@@ -29,6 +29,7 @@ from fewstep.run.components import Components
 from fewstep.run.dist import Dist, weights_checksum
 from fewstep.run.records import append_metrics, trim_metrics
 from fewstep.train.ema import EMA
+from fewstep.train.interrupt import StopRequests
 from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
 from fewstep.train.state import TrainState
@@ -137,6 +138,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
     loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
     net.train()
     on_cuda = comps.device.type == "cuda"
+    stops = StopRequests().install()  # SIGINT/SIGTERM: finish the step, write a checkpoint, then stop
     try:
         for step in range(start, end):
             # one optimiser step: accumulate the shards of this process, then step
@@ -200,7 +202,12 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
             if dist.main and on_samples is not None and cfg.sample_every and done % cfg.sample_every == 0 \
                     and done != cfg.steps:
                 on_samples(done, ema.net)
+            if done < end and stops.requested(dist, comps.device):
+                if done % cfg.checkpoint_every != 0:
+                    checkpoint(done)
+                raise TrainingInterrupted(run_dir, done, cfg.steps, stops.signal_name)
     finally:
+        stops.restore()
         bar.close()
     if dist.main and on_samples is not None and end == cfg.steps:
         on_samples(end, ema.net)

@@ -33,10 +33,18 @@ class Progress:
             self._bar.update(self._task, completed=step, info=info)
         elif self.enabled:
             elapsed = time.perf_counter() - self._t0
-            print(f"[{self.description}] step {step}/{self.total}  {info}  ({elapsed:.0f}s)",
-                  file=sys.stderr, flush=True)
+            print(f"[{self.description}] step {step}/{self.total}  {info}  ({elapsed:.0f}s, "
+                  f"{eta(step - self.start, self.total - step, elapsed)} left)", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def eta(done: int, left: int, elapsed: float) -> str:
+    """The time ``left`` more steps take at this session's pace, as h:mm:ss ("?" before the first step)."""
+    if done <= 0:
+        return "?"
+    seconds = round(left * elapsed / done)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

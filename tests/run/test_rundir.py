@@ -23,6 +23,8 @@ from fewstep.run.rundir import (
     numeric_changes,
     recipe_diff,
     resolve_run,
+    run_started,
+    unfinished_other,
     write_recipe,
 )
 from fewstep.testing import tiny_recipe
@@ -149,16 +151,45 @@ def test_find_resumable_takes_the_newest_unfinished_run(regs, tmp_path):
     assert find_resumable(group, recipe) == group / "20250102-000000"
     # a recipe change that only affects bookkeeping or numerics still resumes it
     assert find_resumable(group, _recipe(regs, train={"steps": 20, "threads": 2})) == group / "20250102-000000"
-    # a blocking change: no older run is tried instead
+    # a blocking change: neither run can continue
     assert find_resumable(group, _recipe(regs, train={"lr": 0.1})) is None
 
 
-def test_find_resumable_does_not_go_back_past_a_finished_run(regs, tmp_path):
+def test_find_resumable_goes_back_past_finished_runs_and_runs_trained_otherwise(regs, tmp_path):
+    recipe, other = _recipe(regs), _recipe(regs, train={"lr": 0.1})
+    group = tmp_path / "g"
+    _checkpoint(group / "20250101-000000", recipe, regs, step=5)  # interrupted
+    _checkpoint(group / "20250102-000000", recipe, regs, step=10)  # finished
+    _checkpoint(group / "20250103-000000", other, regs, step=5)  # another --set, interrupted
+    assert find_resumable(group, recipe) == group / "20250101-000000"
+    assert find_resumable(group, other) == group / "20250103-000000"
+
+
+def test_the_newest_run_left_unfinished_with_other_settings_is_reported(regs, tmp_path):
+    recipe, other = _recipe(regs), _recipe(regs, train={"lr": 0.1})
+    group = tmp_path / "g"
+    assert unfinished_other(group, recipe) is None
+    _checkpoint(group / "20250101-000000", other, regs, step=5)
+    assert unfinished_other(group, recipe) == (group / "20250101-000000", ["train.lr"], 5, 10)
+    assert unfinished_other(group, other) is None  # it can be resumed
+    _checkpoint(group / "20250102-000000", recipe, regs, step=10)  # a newer finished run: nothing to ask
+    assert unfinished_other(group, recipe) is None
+
+
+def test_newest_means_started_last_not_last_in_name_order(regs, tmp_path):
+    """A run named by --run-dir sorts after every timestamp, but it started first."""
     recipe = _recipe(regs)
     group = tmp_path / "g"
-    _checkpoint(group / "20250101-000000", recipe, regs, step=5)
-    _checkpoint(group / "20250102-000000", recipe, regs, step=10)
-    assert find_resumable(group, recipe) is None
+    mine, stamped = group / "zz-mine", group / "20250101-000000"
+    write_recipe(mine, recipe, regs)
+    _checkpoint(mine, recipe, regs, step=5)
+    write_recipe(stamped, recipe, regs)  # started now, after mine
+    _checkpoint(stamped, recipe, regs, step=5)
+    assert run_started(stamped) > run_started(mine)
+    assert find_resumable(group, recipe) == stamped and resolve_run(group) == stamped
+    started = yaml.safe_load((mine / "recipe.yaml").read_text())["_provenance"]["started"]
+    write_recipe(mine, recipe, regs)  # a later session rewrites the recipe and keeps the start
+    assert yaml.safe_load((mine / "recipe.yaml").read_text())["_provenance"]["started"] == started
 
 
 def test_find_resumable_orders_same_second_runs_by_their_suffix(regs, tmp_path):

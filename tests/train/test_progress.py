@@ -18,7 +18,14 @@ def test_plain_status_lines_without_a_terminal(capsys):
     assert out.out == ""
     lines = out.err.splitlines()
     assert len(lines) == 1
-    assert re.fullmatch(r"\[imm_toy\] step 30/100  loss 0\.1235  it/s 41\.99  \(\d+s\)", lines[0]), lines[0]
+    assert re.fullmatch(r"\[imm_toy\] step 30/100  loss 0\.1235  it/s 41\.99  \(\d+s, \d+:\d\d:\d\d left\)",
+                        lines[0]), lines[0]
+
+
+def test_eta_is_the_time_left_at_this_sessions_pace():
+    from fewstep.train.progress import eta
+
+    assert eta(10, 90, 5.0) == "0:00:45" and eta(100, 72000, 10.0) == "2:00:00" and eta(0, 10, 1.0) == "?"
 
 
 def test_values_use_four_significant_digits(capsys):
