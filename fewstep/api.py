@@ -63,9 +63,10 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
         other = None if fresh or run is not None else unfinished_other(group, recipe)
         if other is not None:
             left, changed, step, steps = other
+            fields = f"{', '.join(changed[:5])} {'differs' if len(changed) == 1 else 'differ'}"
             raise ConfigError(f"{left} is unfinished (step {step} of {steps}) and was trained with other settings "
-                              f"({', '.join(changed[:5])} {'differs' if len(changed) == 1 else 'differ'}): resume it with `fewstep train {left}/recipe.yaml "
-                              f"--run-dir {left}`, or start a new run beside it with --fresh")
+                              f"({fields}): resume it with `fewstep train {left}/recipe.yaml --run-dir {left}`, or "
+                              "start a new run beside it with --fresh")
         run = run or new_run_dir(group)
     dist = from_env()  # several processes under torchrun: rank 0's choice of run directory holds
     try:
