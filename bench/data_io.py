@@ -1,4 +1,4 @@
-"""Data at scale (issue 12): encode throughput, memory-mapped latent reads against in-memory ones, and the
+"""Data at scale: encode throughput, memory-mapped latent reads against in-memory ones, and the
 resident memory of processes sharing one latent file.
 
 (a) ``fewstep encode``'s loop (fewstep.data.encode.encode_source) over a generated folder of JPEGs through

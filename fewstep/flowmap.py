@@ -4,7 +4,7 @@
     f(x_t, s, t) = DDIM(x_t, g(x_t, s, t), s, t) = c_skip(s, t) x_t + c_out(s, t) G(...)
 
 with c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)), c_noise(t) = 1000 t, and a second time
-input e2 that is absent, s, or the stride t - s (IMM §4.1-4.2, App. C.5, I.1; research/imm.md §3).
+input e2 that is absent, s, or the stride t - s (IMM §4.1-4.2, App. C.5, I.1; docs/imm.md §3).
 FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time map.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The interpolant owns the schedule (alpha, sigma and their derivatives), the noise-to-signal ratio
 eta_t = sigma_t / alpha_t and its inverse, the log-SNR lambda_t = 2 log(alpha_t / sigma_t), the DDIM
 step, the time range [eps, T] and the prior eps ~ N(0, sigma_d^2 I): the prior std is sigma_d for
-every objective in this framework (IMM §4.1 "Eliminating stochasticity"; research/imm.md §1).
+every objective in this framework (IMM §4.1 "Eliminating stochasticity"; docs/imm.md §1).
 
 Every method takes times as tensors (a scalar tensor or one value per sample, shape [B]).
 """

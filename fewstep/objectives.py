@@ -47,7 +47,7 @@ def online_and_target(fm: FlowMap, target: FlowMap, online: tuple, target_args: 
     args tuple being (x, s, t, cond): the two passes of IMM and consistency training.
 
     With ``shared_dropout`` the RNG is replayed so both passes draw the same dropout masks (the
-    trick of ECT-style CT code; research/imm.md §4.8); ``target_fp32`` runs the target with
+    trick of ECT-style CT code; docs/imm.md §4.8); ``target_fp32`` runs the target with
     autocast off.
     """
     x = online[0]

@@ -147,6 +147,9 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
 
     regs = regs or get_registries()
     source = load_yaml(path)
+    if isinstance(source.data, dict) and "objective" in source.data and "entries" not in source.data:
+        raise RecipeError([f"{path}: a recipe (it has an objective), not a bench file; train it with "
+                           f"`fewstep train {path}`, or name it in a bench file's entries"])
     try:
         spec = BenchSpec.model_validate(source.data)
     except ValidationError as exc:

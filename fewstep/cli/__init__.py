@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover - older typer on click
 app = typer.Typer(
     name="fewstep",
     help="Train and compare few-step generative models (IMM, consistency training, flow matching).",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -42,6 +41,20 @@ def _register() -> None:
     app.command("schema")(schema.schema)
     app.command("plugins")(plugins.plugins)
     app.command("new-plugin")(new_plugin.new_plugin)
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context, version: bool = typer.Option(
+        False, "--version", help="Print fewstep's version and exit.")) -> None:
+    """Train and compare few-step generative models (IMM, consistency training, flow matching)."""
+    if version:
+        from fewstep.version import __version__
+
+        print(f"fewstep {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:  # bare `fewstep`: the help, not an error
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 _register()

@@ -25,7 +25,10 @@ def bench(
     """Train what has no finished run (resuming what was interrupted), evaluate every entry at every
     step count with the same seeds, and write results.json, .csv, .md and .png.
 
-    Example: fewstep bench recipes/bench_toy.yaml
+    \b
+    Examples:
+      fewstep bench recipes/bench_toy.yaml --jobs 2
+      fewstep bench recipes/bench_toy.yaml --check      # validate every recipe it expands to
     """
     from rich.console import Console
 

@@ -14,7 +14,13 @@ def check(
     set_: SetOpt = None,
     show: Annotated[bool, typer.Option("--show", help="Print the resolved recipe (every default filled in).")] = False,
 ) -> None:
-    """Validate a recipe against the installed components; exit 2 with one line per problem."""
+    """Validate a recipe against the installed components; exit 2 with one line per problem.
+
+    \b
+    Examples:
+      fewstep check recipes/imm_cifar.yaml --show     # print the resolved recipe
+      fewstep check recipes/imm_toy.yaml --set objective.group_size=8
+    """
     from fewstep.config import dump_recipe, load_recipe
 
     resolved = load_recipe(recipe, set_ or [])

@@ -39,11 +39,15 @@ def encode(
 ) -> None:
     """Store every image's posterior mean and std, its label and the channel statistics.
 
-    Example: fewstep encode --data image_folder --set data.root=/data/imagenet/train --set data.size=256
-    --vae stabilityai/sd-vae-ft-ema --out data/imagenet256-latents
-    (under torchrun --nproc_per_node=8 -m fewstep encode ... each GPU encodes every 8th shard). Run the
-    same command again after an interruption: complete shards are kept. Then train on it with
-    data: {name: latents, root: data/imagenet256-latents}.
+    Under torchrun each process encodes every world-th shard. Run the same command again after an
+    interruption: complete shards are kept. Then train on it with data: {name: latents, root: DIR}.
+
+    \b
+    Examples:
+      fewstep encode --data cifar10 --vae stabilityai/sd-vae-ft-ema --out data/cifar10-latents
+      torchrun --nproc_per_node=8 -m fewstep encode --data image_folder \\
+          --set data.root=/data/imagenet/train --set data.size=256 --set data.conditional=true \\
+          --vae stabilityai/sd-vae-ft-ema --out data/imagenet256-latents
     """
     from fewstep.data.encode import encode_source, summary
     from fewstep.data.vae import load_vae

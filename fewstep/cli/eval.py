@@ -26,8 +26,10 @@ def evaluate(
 ) -> None:
     """Evaluate a run's EMA weights; writes eval.json in the run and prints a table.
 
-    Example: fewstep eval runs/fm_toy --steps 1,2,4,8
-    Several processes share the sampling: torchrun --standalone --nproc_per_node=8 -m fewstep eval RUN
+    \b
+    Examples:
+      fewstep eval runs/fm_toy --steps 1,2,4,8
+      torchrun --standalone --nproc_per_node=8 -m fewstep eval runs/imm_cifar --samples 50000
     """
     from fewstep.api import evaluate_run
 

@@ -40,8 +40,12 @@ def fid_ref(
     """Compute the mean and covariance of the reference set's features once; the fid metric then takes
     reference: FILE.npz and never reads the reference images again.
 
-    Example: fewstep fid-ref /data/imagenet/train --size 256 --out refs/imagenet256.npz
-    (under torchrun --nproc_per_node=8 -m fewstep fid-ref ... each process reads every 8th image).
+    Under torchrun each process reads every world-th image.
+
+    \b
+    Examples:
+      fewstep fid-ref /data/imagenet/train --size 256 --out refs/imagenet256.npz
+      fewstep fid-ref --data cifar10 --out refs/cifar10.npz
     """
     from fewstep.errors import ConfigError
     from fewstep.eval.fidref import reference_statistics, save_reference

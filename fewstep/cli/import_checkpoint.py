@@ -23,7 +23,11 @@ def import_checkpoint(
     anything else is refused. Latent (ImageNet) checkpoints need the encoded latents:
     --set data.root=DIR (a folder written by fewstep encode).
 
-    Example: fewstep import-checkpoint cifar10.pt --out runs/imported/imm_cifar10
+    \b
+    Examples:
+      fewstep import-checkpoint cifar10.pt --out runs/imported/imm_cifar10
+      fewstep import-checkpoint imagenet256_ts_a2.pkl --out runs/imported/imm_in256 \\
+          --set data.root=data/imagenet256-latents
     """
     from fewstep.run.released import import_checkpoint as run_import
 

@@ -16,7 +16,9 @@ def new_plugin(
     """Create NAME/ with a pyproject (fewstep entry point), a Cauchy kernel, and tests that run
     fewstep's conformance kit. Then: pip install -e NAME && fewstep plugins && pytest NAME.
 
-    Example: fewstep new-plugin fewstep-my-kernels
+    \b
+    Example:
+      fewstep new-plugin fewstep-my-kernels
     """
     from fewstep.scaffold import names, scaffold
 

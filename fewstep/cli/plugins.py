@@ -13,7 +13,13 @@ from fewstep.cli.common import clean_errors
 def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
-    """List plugins and every registry entry with the plugin that registered it."""
+    """List plugins and every registry entry with the plugin that registered it.
+
+    \b
+    Examples:
+      fewstep plugins
+      fewstep plugins --json
+    """
     from fewstep.plugins import load_registries
 
     regs = load_registries(warn=False)

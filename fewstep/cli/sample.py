@@ -23,7 +23,9 @@ def sample(
 ) -> None:
     """Sample a run's EMA weights at each step count and save a PNG grid.
 
-    Example: fewstep sample runs/fm_toy --steps 1,2,4,8 --n 2048 --out samples.png
+    \b
+    Example:
+      fewstep sample runs/fm_toy --steps 1,2,4,8 --n 2048 --out samples.png
     """
     from fewstep.api import sample_run
 

@@ -24,8 +24,13 @@ def train(
 ) -> None:
     """Train a recipe; resumes its newest unfinished run from the latest checkpoint.
 
-    Example: fewstep train recipes/fm_toy.yaml --set train.steps=2000
-    Several processes: torchrun --nproc_per_node=8 -m fewstep train recipes/imm_cifar.yaml
+    Ctrl-C (or SIGTERM) finishes the step, writes a checkpoint and prints the command that resumes.
+
+    \b
+    Examples:
+      fewstep train recipes/fm_toy.yaml --set train.steps=2000
+      fewstep train recipes/fm_toy.yaml --fresh          # a new run beside the unfinished one
+      torchrun --nproc_per_node=8 -m fewstep train recipes/imm_cifar.yaml
     """
     from fewstep.api import train_recipe
     from fewstep.errors import TrainingInterrupted

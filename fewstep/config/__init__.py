@@ -64,5 +64,40 @@ def dump_recipe(recipe, header: dict[str, Any] | None = None) -> str:
 
 
 def recipe_schema(registries: Registries | None = None) -> dict[str, Any]:
-    """JSON Schema of recipes for the installed components (for editors and ``fewstep schema``)."""
-    return recipe_model(_regs(registries)).model_json_schema()
+    """JSON Schema of recipes for the installed components (for editors and ``fewstep schema``).
+
+    Beyond pydantic's schema of the Recipe model, it accepts what recipes write for short: a section
+    or a metric by its bare name (``objective: fm``, ``metrics: [fid]``), and a component reference
+    inside a Config (an objective's ``kernel``) as a name or ``{name: ..., options}`` of that kind."""
+    from pydantic import TypeAdapter
+
+    from fewstep.config.recipe import _union
+    from fewstep.registry import RefKind
+
+    regs = _regs(registries)
+    schema = recipe_model(regs).model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.setdefault("$defs", {})
+
+    def by_name(kind: str) -> dict[str, Any]:
+        return {"type": "string", "enum": regs.kind(kind).names()}
+
+    def either(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [by_name(kind), spec], **{k: spec[k] for k in ("description", "default") if k in spec}}
+
+    for section, kind in COMPONENTS.items():
+        if section in schema["properties"]:
+            schema["properties"][section] = either(kind, schema["properties"][section])
+    metrics = defs["EvalConfig"]["properties"]["metrics"]
+    metrics["items"] = {"anyOf": [by_name("metrics"), metrics["items"]]}
+    for kind in {*COMPONENTS.values(), "metrics"}:
+        for entry in regs.kind(kind):
+            cfg = tagged(entry)
+            for field, info in cfg.model_fields.items():
+                ref = next((m.kind for m in info.metadata if isinstance(m, RefKind)), None)
+                if ref is None or cfg.__name__ not in defs:
+                    continue
+                union = TypeAdapter(_union(regs.kind(ref))).json_schema(ref_template="#/$defs/{model}")
+                defs.update(union.pop("$defs", {}))
+                prop = defs[cfg.__name__]["properties"]
+                prop[field] = {"anyOf": [by_name(ref), union], "description": prop[field].get("description", "")}
+    return schema

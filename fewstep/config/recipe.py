@@ -7,6 +7,7 @@ registries, as a discriminated union on ``name`` per component section.
 """
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model, model_validator
@@ -187,6 +188,9 @@ def validate(source, regs: Registries):
     data = source.data
     if isinstance(data, dict):
         data.pop(PROVENANCE, None)
+        if "entries" in data and "objective" not in data:
+            raise RecipeError([f"{source.path}: a bench file (it has entries), not a recipe; run it with "
+                               f"`fewstep bench {source.path}`"])
     problems: list[str] = []
     bad_sections = set()
     for section, kind in COMPONENTS.items():
@@ -213,7 +217,10 @@ def validate(source, regs: Registries):
             if err["loc"] and err["loc"][0] in bad_sections:
                 continue
             where, loc = source.locate(err["loc"])
-            problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {error_message(err)}")
+            message = error_message(err)
+            if err["type"] == "extra_forbidden":
+                message += _did_you_mean(str(loc[-1]), known_fields(recipe_model(regs), data, loc[:-1], regs))
+            problems.append(f"{where} {'.'.join(map(str, loc)) or '(recipe)'}: {message}")
     if recipe is not None and not problems:
         for loc, msg in resolve_refs(recipe, regs) or cross_check(resolve_sampler(recipe, regs), regs):
             where, loc = source.locate(loc)
@@ -221,6 +228,29 @@ def validate(source, regs: Registries):
     if problems:
         raise RecipeError(problems)
     return recipe
+
+
+def known_fields(model: type[BaseModel], data: Any, loc: tuple, regs: Registries) -> list[str]:
+    """The field names a recipe may have at ``loc`` (a section, a component's Config): what a typo is
+    compared with. Deeper places, and sections whose component is unknown, give none."""
+    if not loc:
+        return list(model.model_fields)
+    if len(loc) != 1:
+        return []
+    section = loc[0]
+    if section in COMPONENTS:
+        spec = data.get(section) if isinstance(data, dict) else None
+        name = spec.get("name") if isinstance(spec, dict) else None
+        reg = regs.kind(COMPONENTS[section])
+        return list(reg.get(name).model().model_fields) if name in reg else []
+    field = model.model_fields.get(section)
+    sub = field.annotation if field is not None else None
+    return list(sub.model_fields) if isinstance(sub, type) and issubclass(sub, BaseModel) else []
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def resolve_refs(recipe, regs: Registries) -> list[tuple[tuple, str]]:

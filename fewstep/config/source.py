@@ -181,7 +181,8 @@ def read_text(path: str) -> str:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise RecipeError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+        hint = next((f"; did you mean {path}{ext}?" for ext in (".yaml", ".yml") if Path(path + ext).is_file()), "")
+        raise RecipeError([f"{path}: cannot read: {exc.strerror or exc}{hint}"]) from None
     if b"\0" in raw:
         line = raw.count(b"\n", 0, raw.index(b"\0")) + 1
         raise RecipeError([f"{path}:{line} not a text file (a NUL byte); a recipe is YAML text"])

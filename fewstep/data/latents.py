@@ -1,4 +1,4 @@
-"""Pre-encoded latents of a VAE as a data set (IMM App. I.1, research/imm.md §6 "Latents").
+"""Pre-encoded latents of a VAE as a data set (IMM App. I.1, docs/imm.md §6 "Latents").
 
 ``fewstep encode`` (:mod:`fewstep.data.encode`) stores every image's posterior mean and std (float16)
 with its label in shards, and ``meta.json`` with the per-channel mean and std of the latents

@@ -53,6 +53,6 @@ def training_grids(comps: Components, run: Path, *, label: str, log: Callable[[s
             log(f"samples: {out}")
         records = read_metrics(run)
         if records:
-            loss_curve(records, run / "loss.png")
+            loss_curve(records, run / "loss.png", title=f"{label}: training loss")
 
     return on_samples

@@ -229,8 +229,10 @@ def loss_curve(
     path: str | pathlib.Path,
     *,
     keys: Sequence[str] = ("loss",),
+    title: str | None = None,
 ) -> pathlib.Path:
-    """Line plot of each of ``keys`` against ``"step"`` for metrics records, saved as a PNG.
+    """Line plot of each of ``keys`` against ``"step"`` for metrics records, saved as a PNG (with dots
+    while there are few records, so that one record is visible).
 
     Records without ``"step"`` or without a finite number under a key are skipped for that key.
     The y axis is logarithmic when every plotted value is > 0.
@@ -263,14 +265,16 @@ def loss_curve(
             continue
         steps, values = zip(*pairs)
         all_values.extend(values)
-        ax.plot(steps, values, label=key, linewidth=1.2)
+        ax.plot(steps, values, label=key, linewidth=1.2, marker="o" if len(steps) < 20 else None, markersize=3)
     if all_values:
         if all(v > 0 for v in all_values):
             ax.set_yscale("log")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(", ".join(keys) + " (mean over each log interval)")
+    ax.set_title(title or "training loss")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

@@ -129,7 +129,7 @@ class DiT(nn.Module):
         """DiT §3.1: ViT's initialisation (Xavier-uniform linears, zero biases; the patch embedding like
         a linear layer) and zeros for every adaLN regression and the output layer, so each block starts
         as the identity and the output as 0; N(0, 0.02) for the t, s and label embeddings, as IMM's DiT
-        initialises its s branch like its t branch (research/imm.md §3)."""
+        initialises its s branch like its t branch (docs/imm.md §3)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

@@ -7,7 +7,8 @@ Class labels then need a slot of their own: a label table whose embedding is add
 module that replaces ``class_embedding`` (it receives the labels just before the forward call).
 
 Times arrive as float tensors already scaled by the flow map's ``time_scale`` (1000): a Python float
-would be truncated to an integer by UNet2DModel (research/ecosystem.md §6.1).
+would be truncated to an integer by UNet2DModel (diffusers turns a non-tensor timestep into an integer
+tensor before embedding it).
 """
 from __future__ import annotations
 

@@ -175,6 +175,9 @@ def resolve_run(path: str | Path) -> Path:
     p = Path(path)
     if (p / "recipe.yaml").exists():
         return p
+    if p.is_file() and p.suffix.lower() in (".yaml", ".yml"):
+        raise CheckpointError(f"{p}: a recipe file, not a run; train it with `fewstep train {p}` and pass the run "
+                              "directory it prints (or runs/<name> for the newest)")
     if p.is_dir():
         runs = _newest_first(d for d in p.iterdir() if (d / "recipe.yaml").exists())
         for run in runs:

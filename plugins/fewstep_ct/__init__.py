@@ -3,7 +3,7 @@
 Registered through the ``fewstep`` entry point ``ct = "fewstep_ct"``, exactly as a third-party plugin
 would be. This module imports no torch: the Config is here, the noise levels and curricula in
 :mod:`fewstep_ct.curriculum`, the loss in :mod:`fewstep_ct.objective`. Specification:
-research/peers.md §3 and research/imm.md §8.
+docs/peers.md §3 and docs/imm.md §8.
 
 The consistency function is the framework's flow map with s at the data end, f(x_t, eps, t). One
 objective name, ``ct``, with ``mapping: ict | ect`` (iCT default): the two differ only in how the
@@ -33,7 +33,7 @@ MID_ETA = 0.821 / SIGMA_D
 class CTConfig(ComponentConfig):
     """Consistency training on the flow map f(x_t, eps, t): the online pass at t against the
     stop-gradient pass of the *current* weights at r < t on the same noise (iCT §3; ECT;
-    research/peers.md §3.3-3.4). EMA weights are for evaluation only (train.ema_decay)."""
+    docs/peers.md §3.3-3.4). EMA weights are for evaluation only (train.ema_decay)."""
 
     @property
     def default_sampler(self) -> dict:
@@ -88,7 +88,7 @@ class CTConfig(ComponentConfig):
                                 "(iCT §3.3; D = elements per sample) and 0 for ect (ECT default).")
     shared_dropout: bool = Field(
         True, description="Replay the RNG before the target pass so both passes share one dropout mask "
-                          "(openai/consistency_models, ECT; research/peers.md §11.2).")
+                          "(openai/consistency_models, ECT; docs/peers.md §11.2).")
     label_dropout: float = Field(0.0, ge=0, lt=1, description="Probability that a label becomes the null class (the "
                                                               "same in both passes), for classifier-free guidance.")
 

@@ -2,9 +2,9 @@
 
 - iCT (Song & Dhariwal 2023, §3.3-3.5): a Karras sigma grid of N(k) points whose size doubles in
   stages, N(k) = min(s0 2^floor(k/K'), s1) + 1, and a discretised log-normal over the grid's
-  intervals (research/peers.md §3.3).
+  intervals (docs/peers.md §3.3).
 - ECT (Geng et al. 2024): t ~ log-normal in sigma and a continuous r(t) whose gap t - r
-  halves every stage (research/peers.md §3.4).
+  halves every stage (docs/peers.md §3.4).
 
 Everything here is in sigma = sigma_d eta_t, EDM's noise level of x_t / alpha_t = x + sigma z. The
 flow map runs in the interpolant's time; :func:`sigma_to_time` converts through the interpolant's own
@@ -121,7 +121,7 @@ def ect_r(sigma_t: Tensor, stage: int, q: float = 2.0, k: float = 8.0, b: float 
 
     The gap t - r = t (1 + 8 sigmoid(-t)) / 2^(stage+1) lies between t/2^(s+1) at large t and
     5t/2^(s+1) near 0; in stage 0, r = 0 (the data end) for every t <= ln 7 ~ 1.95, in stage 1 for
-    t <= ln(5/3) ~ 0.51, and from stage 2 on never (research/peers.md §3.4).
+    t <= ln(5/3) ~ 0.51, and from stage 2 on never (docs/peers.md §3.4).
     """
     sigma_t = sigma_t.to(D64)
     shrink = (1.0 + k * torch.sigmoid(-b * sigma_t)) / q ** (stage + 1)

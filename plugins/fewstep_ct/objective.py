@@ -1,7 +1,7 @@
 """The consistency-training loss on a flow map (iCT: Song & Dhariwal 2023; ECT: Geng et al. 2024).
 
 The consistency function is the flow map with s at the data end, f_theta(x_t) = f(x_t, eps, t).
-One step, for a batch of B samples (research/peers.md §3.3-3.4):
+One step, for a batch of B samples (docs/peers.md §3.3-3.4):
 
 1. draw a pair of noise levels sigma_r < sigma_t per sample and its weight lambda:
    - iCT: adjacent points (sigma_i, sigma_{i+1}) of the Karras grid of N(k) points, i from the

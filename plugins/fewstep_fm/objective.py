@@ -4,7 +4,7 @@ With x ~ data, eps ~ N(0, sigma_d^2 I) and x_t = alpha_t x + sigma_t eps, the co
 u = alpha'_t x + sigma'_t eps (= eps - x under OT-FM) and the loss is E ||v_theta(x_t, t) - u||^2
 (mean over elements), where v_theta is the flow map's velocity from G(x_t, t, t). Under OT-FM with
 the Euler-FM parameterisation v_theta = sigma_d G, so a pushforward step is an Euler step
-(research/imm.md §8).
+(docs/imm.md §8).
 """
 from __future__ import annotations
 

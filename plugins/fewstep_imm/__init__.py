@@ -3,7 +3,7 @@
 Registered through the ``fewstep`` entry point ``imm = "fewstep_imm"``, exactly as a third-party
 plugin would be. This module imports no torch: the Config is here, the maths in
 :mod:`fewstep_imm.times` (t, s and r(s, t)), :mod:`fewstep_imm.weighting` (w(s, t) and the kernel
-bandwidth) and :mod:`fewstep_imm.objective` (the loss). Specification: research/imm.md.
+bandwidth) and :mod:`fewstep_imm.objective` (the loss). Specification: docs/imm.md.
 
 Defaults are the paper's CIFAR-10 column of Table 5; ImageNet differs in k (12), b (4), label
 dropout (0.1) and, for the DiT-XL headline model, a (2) and the minimum gap (1e-4).
@@ -22,7 +22,7 @@ KernelRef = Ref("kernels")
 
 class IMMConfig(ComponentConfig):
     """IMM: match the laws of f(x_t, s, t) and of the stop-gradient target f(x_r, s, r), r in [s, t),
-    with a kernel MMD over groups of M particles (IMM §4, Alg. 3; research/imm.md §4)."""
+    with a kernel MMD over groups of M particles (IMM §4, Alg. 3; docs/imm.md §4)."""
 
     # IMM App. I.2: CIFAR-10 samples with pushforward, 2 steps through eta = 1.4, uniform in t otherwise.
     default_sampler: ClassVar[dict] = {"name": "pushforward", "schedule": "eta", "mid_etas": [1.4]}
@@ -63,13 +63,13 @@ class IMMConfig(ComponentConfig):
                                      "0 for unconditional CIFAR-10, 0.1 for ImageNet).")
     target_labels: Literal["same", "clean"] = Field(
         "same", description="Labels of the target branch: the same dropped labels as the online branch, or the "
-                            "labels before dropout (a variant found in unverified code; research/imm.md §4.8).")
+                            "labels before dropout (a variant found in unverified code; docs/imm.md §4.8).")
     shared_dropout: bool = Field(
         True, description="Restore the RNG state before the target pass so both passes share one dropout mask "
-                          "(research/imm.md §4.8).")
+                          "(docs/imm.md §4.8).")
     target_fp32: bool = Field(
         False, description="Run the target pass with autocast off, in fp32 (an unverified variant; "
-                           "research/imm.md §4.8).")
+                           "docs/imm.md §4.8).")
 
     def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
         """Cross-section checks: group size vs batch, the mapping's time range, the second time input."""

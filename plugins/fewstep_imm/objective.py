@@ -1,4 +1,4 @@
-"""The IMM loss (Zhou, Ermon & Song 2025, §4, Alg. 3, Eq. 12-13, 67; research/imm.md §4.9).
+"""The IMM loss (Zhou, Ermon & Song 2025, §4, Alg. 3, Eq. 12-13, 67; docs/imm.md §4.9).
 
 One step, for a batch of B = (B/M) x M samples:
 

@@ -1,7 +1,7 @@
 """IMM's times: t ~ U(eps, T), s | t ~ U(eps, t), and the mapping r(s, t) in [s, t).
 
 All in float64, because near T the gap t - r is a few float32 ulps (k = 15 gives t - r ~ 1.8e-7 at
-t = 0.994; research/imm.md §4.3).
+t = 0.994; docs/imm.md §4.3).
 """
 from __future__ import annotations
 

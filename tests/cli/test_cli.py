@@ -55,3 +55,47 @@ def test_a_bad_flag_is_one_line_exit_2(args, expect, tmp_path, cli):
     out = subprocess.run([sys.executable, "-m", "fewstep", *args], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(expect), out.stderr
+
+
+def test_version_and_bare_fewstep_print_and_exit_0(tmp_path):
+    from fewstep.version import __version__
+
+    version = subprocess.run([sys.executable, "-m", "fewstep", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"fewstep {__version__}"
+    bare = subprocess.run([sys.executable, "-m", "fewstep"], capture_output=True, text=True, cwd=tmp_path)
+    assert bare.returncode == 0 and bare.stdout.startswith("Usage: fewstep") and bare.stderr == ""
+
+
+def test_every_command_shows_examples_with_their_line_breaks(cli):
+    from fewstep.cli import app
+
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert len(names) == 11
+    for name in names:
+        text = cli(name, "-h").stdout
+        assert "Example" in text, name
+        block = text.split("Example")[1].split("\n\n")[0].splitlines()[1:]
+        assert block and all(line.startswith("    ") for line in block), (name, block)
+        assert all(line.strip().startswith(("fewstep", "torchrun", "--")) for line in block), (name, block)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["train", "RECIPES/bench_toy.yaml"], "RECIPES/bench_toy.yaml: a bench file (it has entries), not a recipe; run "
+                                          "it with `fewstep bench RECIPES/bench_toy.yaml`"),
+    (["bench", "RECIPES/fm_toy.yaml"], "RECIPES/fm_toy.yaml: a recipe (it has an objective), not a bench file; "
+                                       "train it with `fewstep train RECIPES/fm_toy.yaml`"),
+    (["eval", "RECIPES/fm_toy.yaml"], "RECIPES/fm_toy.yaml: a recipe file, not a run; train it with "
+                                      "`fewstep train RECIPES/fm_toy.yaml`"),
+    (["check", "RECIPES/fm_toy"], "error: RECIPES/fm_toy: cannot read: No such file or directory; did you mean "
+                                  "RECIPES/fm_toy.yaml?"),
+    (["check", "RECIPES/fm_toy.yaml", "--set", "train.stepz=3"], "train.stepz: unknown field; did you mean 'steps'?"),
+    (["check", "RECIPES/fm_toy.yaml", "--set", "objective.time_samplng=x"],
+     "objective.time_samplng: unknown field; did you mean 'time_sampling'?"),
+])
+def test_a_file_of_the_wrong_kind_or_a_typo_is_one_line_saying_what_to_do(args, expect, cli):
+    from pathlib import Path
+
+    recipes = str(Path(__file__).resolve().parents[2] / "recipes")
+    res = cli(*[a.replace("RECIPES", recipes) for a in args])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and expect.replace("RECIPES", recipes) in lines[0], res.stderr

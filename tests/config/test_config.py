@@ -119,7 +119,7 @@ def test_recipe_schema_describes_the_installed_components(regs):
     json.dumps(schema)
     assert set(schema["properties"]) == {*COMPONENTS, "flowmap", "train", "eval", "output"}
     assert set(schema["required"]) == {"data", "network", "objective"}
-    objectives = schema["properties"]["objective"]["discriminator"]["mapping"]
+    objectives = schema["properties"]["objective"]["anyOf"][1]["discriminator"]["mapping"]
     assert set(objectives) == set(regs.objectives.names())
     defs = schema["$defs"]
     assert "group_size" in defs["Objective_imm"]["properties"]

@@ -63,7 +63,9 @@ def test_yaml_syntax_error_names_line_and_column(write, regs):
 
 def test_unknown_field_of_a_component_is_rejected(write, regs):
     path = write("r.yaml", BASE.replace("  width: 32", "  width: 32\n  widht: 64"))
-    assert problems(path, regs) == [f"{path}:6:3 network.widht: unknown field"]
+    assert problems(path, regs) == [f"{path}:6:3 network.widht: unknown field; did you mean 'width'?"]
+    far = write("r.yaml", BASE.replace("  width: 32", "  width: 32\n  colour: red"))
+    assert problems(far, regs) == [f"{far}:6:3 network.colour: unknown field"]  # nothing close: no guess
 
 
 def test_every_problem_is_reported_one_line_each(write, regs):
@@ -109,7 +111,8 @@ def test_schema_covers_installed_components(regs):
     schema = recipe_schema(regs)
     text = str(schema)
     assert "Objective_fm" in text and "minibatch_ot" in text and "Dataset_checkerboard" in text
-    assert schema["properties"]["data"]["discriminator"]["propertyName"] == "name"
+    by_name, spec = schema["properties"]["data"]["anyOf"]  # a bare name, or the discriminated union
+    assert "moons" in by_name["enum"] and spec["discriminator"]["propertyName"] == "name"
 
 
 def test_set_reaches_into_a_component_given_by_its_bare_name(regs, write):

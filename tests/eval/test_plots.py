@@ -52,3 +52,21 @@ def test_metric_vs_nfe_writes_a_panel_per_data_and_metric(tmp_path):
                   "sw2": {"FM": [(1, 0.4, 0.0)]}} for d in ("a", "b")}
     path = metric_vs_nfe(curves, tmp_path / "r.png", floors={("a", "energy"): 0.0003}, title="bench")
     assert _is_png(path)
+
+
+def test_loss_curve_shows_a_single_record_and_says_what_it_plots(tmp_path, monkeypatch):
+    import fewstep.eval.plots as plots
+
+    seen, real = {}, plots._save
+
+    def save(fig, path):  # what the figure holds before it is written and closed
+        ax = fig.axes[0]
+        seen.update(title=ax.get_title(), x=ax.get_xlabel(), y=ax.get_ylabel(),
+                    lines=[(line.get_marker(), list(line.get_xdata())) for line in ax.get_lines()])
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    out = loss_curve([{"step": 10, "loss": 0.5}], tmp_path / "loss.png", title="imm_toy: training loss")
+    assert _is_png(out) and seen["lines"] == [("o", [10.0])]  # a dot, not an invisible one-point line
+    assert (seen["title"], seen["x"], seen["y"]) == ("imm_toy: training loss", "optimiser step",
+                                                     "loss (mean over each log interval)")

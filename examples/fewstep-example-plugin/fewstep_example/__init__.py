@@ -60,10 +60,10 @@ def fewstep_register_samplers(registry):
 # --- objective ---------------------------------------------------------------------------------
 class ShortcutConfig(ComponentConfig):
     """Shortcut models (Frans, Hafner, Levine & Abbeel 2024, "One Step Diffusion via Shortcut Models";
-    research/peers.md §5) on the flow map: one step of size t - s must land where two half steps
+    docs/peers.md §5) on the flow map: one step of size t - s must land where two half steps
     of the stop-gradient target land, and at step size 0 the model is trained by flow matching."""
 
-    # Shortcut models sample with plain jumps of size d = 1/n (research/peers.md §5): the flow map's pushforward
+    # Shortcut models sample with plain jumps of size d = 1/n (docs/peers.md §5): the flow map's pushforward
     # over a uniform grid, which visits exactly the grid times that the bootstrap rows train on.
     default_sampler: ClassVar[dict] = {"name": "pushforward", "schedule": "uniform"}
 

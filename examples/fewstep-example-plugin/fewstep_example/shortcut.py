@@ -1,5 +1,5 @@
 """The shortcut-model objective on a fewstep flow map (Frans, Hafner, Levine & Abbeel 2024, "One Step
-Diffusion via Shortcut Models", ICLR 2025; research/peers.md §5).
+Diffusion via Shortcut Models", ICLR 2025; docs/peers.md §5).
 
 Shortcut models learn the jump x_t -> x_s for any step size d = t - s. In fewstep's conventions
 (t = 1 noise, t = 0 data, s <= t) the jump is the flow map f(x_t, s, t), and one step, for a batch

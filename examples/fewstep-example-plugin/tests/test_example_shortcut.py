@@ -64,7 +64,7 @@ def test_loss_matches_a_hand_computation():
 
 
 def test_self_consistency_is_shortcuts_velocity_form_under_euler_fm():
-    """The SC loss (research/peers.md §5): ||s(x_t, t, 2d) - sg(s1 + s2)/2||^2 with s1 = s(x_t, t, d),
+    """The SC loss (docs/peers.md §5): ||s(x_t, t, 2d) - sg(s1 + s2)/2||^2 with s1 = s(x_t, t, d),
     x' = x_t + d s1, s2 = s(x', t + d, d), in our time direction and with s = sigma_d G."""
     ip = OTFM(SIGMA_D)
     net = ProbeNet(2, seed=1)

@@ -29,7 +29,7 @@ def test_sample_times_are_uniform_in_range():
 
 @pytest.mark.parametrize("t, gap", [(0.1, 4.1e-3), (0.5, 1.3e-3), (0.9, 5.1e-5), (0.994, 1.8e-7)])
 def test_eta_decrement_gaps_match_research_table(t, gap):
-    # research/imm.md §4.3: CIFAR (k = 15) gives t - r ~ 4.1e-3 at 0.1, ... 1.8e-7 at T
+    # docs/imm.md §4.3: CIFAR (k = 15) gives t - r ~ 4.1e-3 at 0.1, ... 1.8e-7 at T
     t_ = torch.tensor([t], dtype=D64)
     r = mapping_r(CIFAR, torch.full_like(t_, CIFAR.eps), t_, "eta", 15)
     assert (t_ - r).item() == pytest.approx(gap, rel=0.05)
@@ -61,7 +61,7 @@ def test_r_lies_in_s_t_and_is_monotone_in_t(ip, mapping):
 
 
 def test_r_is_s_at_small_t_the_base_case():
-    # ImageNet (k = 12, eps = 0): every t below eta^-1(eps_k) ~ 0.0388 has r = s (research/imm.md §4.3)
+    # ImageNet (k = 12, eps = 0): every t below eta^-1(eps_k) ~ 0.0388 has r = s (docs/imm.md §4.3)
     eps_k = (0.994 / 0.006) / 2**12
     boundary = eps_k / (1 + eps_k)
     assert boundary == pytest.approx(0.0388, abs=5e-4)

@@ -33,7 +33,7 @@ def test_weight_matches_the_ot_fm_closed_form():
 @pytest.mark.parametrize("t, a, value", [(0.01, 1, "0.57"), (0.1, 1, "4.9"), (0.5, 1, "3.9"), (0.9, 1, "1.35"),
                                          (0.99, 1, "1.03"), (0.1, 2, "4.4"), (0.5, 2, "1.96"), (0.9, 2, "0.14")])
 def test_weight_values_from_the_research_notes(t, a, value):
-    # research/imm.md §4.7, OT-FM with b = 4, quoted to the last digit shown
+    # docs/imm.md §4.7, OT-FM with b = 4, quoted to the last digit shown
     w = loss_weight(CIFAR, torch.tensor([t], dtype=D64), a, 4.0)
     half_ulp = 0.5 * 10.0 ** -len(value.split(".")[1])
     assert abs(w.item() - float(value)) <= half_ulp + 1e-12
