@@ -143,7 +143,10 @@ def test_evaluate_run_with_other_steps_and_without_writing(trained, tmp_path):
 def test_sample_run_writes_the_png(trained, tmp_path):
     result, regs = trained
     default = sample_run(result.run_dir, [1, 2], n=64, registries=regs)
-    assert default == result.run_dir / "samples" / "sample.png"
+    assert default == result.run_dir / "samples" / "sample_step_0000004.png"
+    again = sample_run(result.run_dir, [1], n=64, registries=regs)  # an earlier sheet is never overwritten...
+    assert again == result.run_dir / "samples" / "sample_step_0000004-2.png"
+    assert sample_run(result.run_dir, [1], n=64, registries=regs, force=True) == default  # ... unless asked
     out = sample_run(result.run_dir, [1], n=32, out=tmp_path / "pics" / "s.png", sampler="pushforward",
                      registries=regs)
     assert out == tmp_path / "pics" / "s.png"
@@ -188,3 +191,73 @@ def test_train_init_from_another_network_or_nothing_is_one_line_and_writes_nothi
         train_recipe(recipe, ["output.name=none", f"train.init={tmp_path / 'nothing'}"], registries=regs,
                      progress=False)
     assert not (tmp_path / "runs" / "wide").exists() and not (tmp_path / "runs" / "none").exists()
+
+
+# --- the Python API: fewstep.load_run -> Run --------------------------------------------------------
+def test_fewstep_exports_the_python_api_lazily():
+    import subprocess
+    import sys
+
+    import fewstep
+    from fewstep import api
+
+    assert fewstep.load_run is api.load_run and fewstep.train_recipe is api.train_recipe
+    assert fewstep.Run is api.Run and callable(fewstep.load_recipe)
+    code = "import sys, fewstep; fewstep.load_recipe; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # import fewstep stays light
+
+
+def test_a_loaded_run_samples_and_evaluates_as_the_commands_do(trained):
+    import fewstep
+
+    result, regs = trained
+    run = fewstep.load_run(result.run_dir.parent, registries=regs)  # a group: its newest run
+    assert (run.path, run.step, run.weights) == (result.run_dir, 4, "ema") and "step=4" in repr(run)
+    x = run.sample(100, steps=2, seed=3)
+    assert x.shape == (100, 2) and x.dtype == torch.float32 and torch.equal(x, run.sample(100, 2, seed=3))
+    assert not torch.equal(x, run.sample(100, 2, seed=4))
+    def measured(rows):
+        return [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")} for row in rows]
+
+    mine = run.evaluate(steps=[1, 2])
+    theirs = evaluate_run(result.run_dir, regs, steps=[1, 2], write=False)  # what `fewstep eval` reports
+    assert measured(mine["rows"]) == measured(theirs["rows"]) and mine["floor"] == theirs["floor"]
+
+
+def test_load_run_picks_the_checkpoint_the_weights_and_the_sampler_settings(trained):
+    import fewstep
+
+    result, regs = trained
+    latest = fewstep.load_run(result.run_dir, registries=regs)
+    online = fewstep.load_run(result.run_dir, weights="online", registries=regs)
+    older = fewstep.load_run(result.run_dir, checkpoint=2, registries=regs)
+    assert (online.weights, older.step) == ("online", 2)
+    sample = [r.sample(50, 1, seed=0) for r in (latest, online, older)]
+    assert not torch.equal(sample[0], sample[1]) and not torch.equal(sample[0], sample[2])
+    heun = fewstep.load_run(result.run_dir, overrides=["sampler.name=heun", "eval.n_samples=16"], registries=regs)
+    assert heun.sampler().name == "heun" and heun.recipe.eval.n_samples == 16
+    with pytest.raises(ConfigError, match="--set train.lr=1: after training only the sampler and eval sections"):
+        fewstep.load_run(result.run_dir, overrides=["train.lr=1"], registries=regs)
+    with pytest.raises(CheckpointError, match=r"no checkpoint at step 3 \(kept: 2, 4; train.keep_checkpoints"):
+        fewstep.load_run(result.run_dir, checkpoint=3, registries=regs)
+    with pytest.raises(ConfigError, match="weights: 'raw' is not one of ema, online"):
+        fewstep.load_run(result.run_dir, weights="raw", registries=regs)
+    with pytest.raises(ConfigError, match="images=True: eight_gaussians is not image data"):
+        latest.sample(4, images=True)
+
+
+def test_save_samples_writes_the_arrays_of_every_step_count(trained, tmp_path):
+    import numpy as np
+
+    import fewstep
+    from fewstep.api import save_samples
+
+    result, regs = trained
+    lines = save_samples(result.run_dir, [1, 2], n=10, seed=5, npz=tmp_path / "s.npz", registries=regs)
+    with np.load(tmp_path / "s.npz") as data:
+        assert sorted(data.files) == ["steps_1", "steps_2"] and data["steps_2"].shape == (10, 2)
+        run = fewstep.load_run(result.run_dir, registries=regs)
+        assert np.array_equal(data["steps_2"], run.sample(10, 2, seed=5).numpy())
+    assert lines == [f"wrote {tmp_path / 's.npz'} (steps_1: (10, 2), steps_2: (10, 2))"]
+    with pytest.raises(ConfigError, match="--save-png: eight_gaussians is not image data; use --save-npz"):
+        save_samples(result.run_dir, [1], n=4, png_dir=tmp_path / "p", registries=regs)

@@ -18,15 +18,16 @@ the last entry costs nothing; each problem is one line naming the bench file and
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Optional, Sequence, Union
 
 from pydantic import Field, ValidationError, model_validator
 
 from fewstep.config.recipe import MAX_SEED, resolve_sampler, validate
-from fewstep.config.source import Source, load_yaml, set_value
+from fewstep.config.source import Source, load_yaml, parse_scalar, set_value
 from fewstep.errors import ConfigError, RecipeError
 from fewstep.validation import StrictModel, error_message
 
@@ -140,9 +141,11 @@ def _data_label(spec: Union[str, dict[str, Any]]) -> str:
     return spec if isinstance(spec, str) else str(spec.get("name", "data"))
 
 
-def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Bench:
+def load_bench(path: str | Path, out: str | Path | None = None, regs=None, *, overrides: Sequence[str] = (),
+               only: Sequence[str] = ()) -> Bench:
     """Read and validate a bench file and every recipe it expands to; raises RecipeError listing
-    each problem as ``file:line:col field: message``."""
+    each problem as ``file:line:col field: message``. ``overrides`` (``a.b=value``, as ``--set``) join
+    the file's ``shared`` section (``train.steps=200`` smoke-tests a bench); ``only`` keeps those entries."""
     from fewstep.plugins import get_registries
 
     regs = regs or get_registries()
@@ -158,6 +161,18 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
             where, loc = source.locate(err["loc"])
             lines.append(f"{where} {'.'.join(map(str, loc))}: {error_message(err)}")
         raise RecipeError(lines) from None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError([f"--set {item}: expected dotted.path=value, e.g. train.steps=200"])
+        spec.shared[key.strip()] = parse_scalar(raw, f"--set {item}")
+    if only:
+        unknown = [k for k in only if k not in spec.entries]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], list(spec.entries), n=1, cutoff=0.5)
+            raise RecipeError([f"--only {unknown[0]}: no such entry in {path}"
+                               + (f"; did you mean {hint[0]!r}?" if hint else "")
+                               + f" (entries: {', '.join(spec.entries)})"])
     bench_path = Path(path)
     name = spec.name or bench_path.stem
     out_dir = Path(out) if out else Path("runs") / "bench" / name
@@ -171,6 +186,8 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None) -> Be
             problems.append(f"{where} checks[{i}]: {exc}")
     jobs = []
     for key, entry in spec.entries.items():
+        if only and key not in only:
+            continue
         if entry.run is not None:
             try:
                 jobs.append(_run_job(bench_path, source, spec, key, entry, out_dir, regs))

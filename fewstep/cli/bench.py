@@ -21,6 +21,11 @@ def bench(
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", min=1, help="Train missing runs in N processes (CPU: one per core).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="PATH=VALUE", help="Add to the bench's shared section, for every trained entry, e.g. "
+                                            "--set train.steps=200 (a smoke test) (repeatable).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(
+        "--only", metavar="ENTRY", help="Train and evaluate only this entry (repeatable).")] = None,
 ) -> None:
     """Train what has no finished run (resuming what was interrupted), evaluate every entry at every
     step count with the same seeds, and write results.json, .csv, .md and .png.
@@ -29,6 +34,7 @@ def bench(
     Examples:
       fewstep bench recipes/bench_toy.yaml --jobs 2
       fewstep bench recipes/bench_toy.yaml --check      # validate every recipe it expands to
+      fewstep bench recipes/bench_toy.yaml --set train.steps=200 --only imm --out /tmp/smoke
     """
     from rich.console import Console
 
@@ -36,7 +42,7 @@ def bench(
     from fewstep.plugins import get_registries
 
     regs = get_registries()
-    spec = load_bench(bench_file, out, regs)
+    spec = load_bench(bench_file, out, regs, overrides=set_ or [], only=only or [])
     if check_only:
         for job in spec.jobs:
             print(f"ok  {job.entry} on {job.data} seed {job.seed} -> {job.run_dir}")

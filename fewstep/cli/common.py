@@ -16,6 +16,14 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="PATH=VALUE", help="Override a recipe field, e.g. --set train.lr=3e-4 (repeatable).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", metavar="DEVICE", help="cpu, cuda, cuda:1; default: the recipe's (auto).")]
+AfterSetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="PATH=VALUE", help="Change the run's sampler or eval settings, e.g. --set "
+                                        "sampler.schedule=uniform or --set eval.n_samples=10000 (repeatable).")]
+CheckpointOpt = Annotated[Optional[int], typer.Option(
+    "--checkpoint", metavar="STEP", min=0, help="A kept checkpoint by its step; default: the latest.")]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", metavar="ema|online", help="The EMA of the weights or the trained weights; default: the recipe's "
+                                            "eval.use_ema (EMA).")]
 
 
 def parse_steps(text: str) -> list[int]:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fewstep.cli.common import DeviceOpt, RunArg, clean_errors, parse_steps
+from fewstep.cli.common import AfterSetOpt, CheckpointOpt, DeviceOpt, RunArg, WeightsOpt, clean_errors, parse_steps
 
 
 @clean_errors
@@ -21,6 +21,9 @@ def evaluate(
     sampler: Annotated[Optional[str], typer.Option(
         "--sampler", metavar="NAME",
         help="Another registered sampler (pushforward, restart, euler, heun, ...).")] = None,
+    set_: AfterSetOpt = None,
+    checkpoint: CheckpointOpt = None,
+    weights: WeightsOpt = None,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print eval.json on stdout instead of a table.")] = False,
 ) -> None:
@@ -29,11 +32,13 @@ def evaluate(
     \b
     Examples:
       fewstep eval runs/fm_toy --steps 1,2,4,8
+      fewstep eval runs/imm_toy --set sampler.schedule=uniform --checkpoint 2000 --weights online
       torchrun --standalone --nproc_per_node=8 -m fewstep eval runs/imm_cifar --samples 50000
     """
     from fewstep.api import evaluate_run
 
-    out = evaluate_run(run, steps=parse_steps(steps) if steps else None, n=n, sampler=sampler, device=device)
+    out = evaluate_run(run, steps=parse_steps(steps) if steps else None, n=n, sampler=sampler, device=device,
+                       checkpoint=checkpoint, weights=weights, overrides=set_ or [])
     if out is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     if as_json:

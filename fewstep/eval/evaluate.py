@@ -113,13 +113,18 @@ def sampler_named(comps: Components, regs, name: str | None):
 
 
 def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: int | None = None,
-                 sampler: str | None = None, device: str | None = None, write: bool = True) -> dict[str, Any]:
-    """What ``fewstep eval`` does: evaluate a run's EMA weights and write ``eval.json`` into it.
+                 sampler: str | None = None, device: str | None = None, write: bool = True,
+                 checkpoint: int | None = None, use_ema: bool | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """What ``fewstep eval`` does: evaluate a run's weights (EMA unless ``use_ema`` is false; the latest
+    checkpoint or the one at step ``checkpoint``; its sampler and eval sections changed by ``overrides``)
+    and write ``eval.json`` into it.
 
     Under torchrun the processes share the sampling; rank 0 returns the results, the others None."""
     dist = from_env()
     try:
-        out = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist)
+        out = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist,
+                            load=dict(checkpoint=checkpoint, use_ema=use_ema, overrides=tuple(overrides)))
         if write and dist.main:
             write_json(Path(out["run"]) / "eval.json", out)
         return out if dist.main else None
@@ -127,13 +132,16 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
         dist.shutdown()
 
 
-def _evaluate_run(path, regs, steps, n, sampler, device, dist) -> dict[str, Any]:
-    run, comps, fm, step = load_run(path, regs, device)
+def _evaluate_run(path, regs, steps, n, sampler, device, dist, load) -> dict[str, Any]:
+    run, comps, fm, step = load_run(path, regs, device, load["use_ema"], checkpoint=load["checkpoint"],
+                                    overrides=load["overrides"])
     ev = comps.recipe.eval
+    use_ema = ev.use_ema if load["use_ema"] is None else load["use_ema"]
     smp = sampler_named(comps, regs, sampler)
     metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
     res = evaluate(comps, fm, metrics, ev.step_counts(steps), n=n or ev.n_samples, seed=ev.seed, sampler=smp,
                    batch_size=ev.batch_size, dist=dist)
-    return {"run": str(run), "checkpoint_step": step, "weights": "ema" if ev.use_ema else "raw",
+    return {"run": str(run), "checkpoint_step": step, "weights": "ema" if use_ema else "online",
+            "overrides": list(load["overrides"]),
             "reference_steps": ev.reference_steps, "schedule": comps.recipe.sampler.model_dump().get("schedule"),
             **res.as_dict()}

@@ -11,27 +11,34 @@ from fewstep.protocols import ImageData
 from fewstep.run.components import Components, flowmap_for
 from fewstep.run.records import read_metrics
 
-__all__ = ["GRID_SAMPLES", "sample_grid", "training_grids"]
+__all__ = ["GRID_SAMPLES", "image_cap", "sample_grid", "training_grids"]
 
-GRID_SAMPLES = 2048  # points per scatter panel (image panels show 64)
+GRID_SAMPLES = 2048  # points per scatter panel of the training grids (their image panels show 64)
+
+
+def image_cap(width: int) -> int:
+    """The most images a mosaic panel shows: 256, fewer for large images (a mosaic at most 2048 pixels wide)."""
+    side = max(1, min(16, 2048 // max(1, width)))
+    return side * side
 
 
 def sample_grid(comps: Components, fm, steps: list[int], n: int, seed: int, path: Path, sampler=None,
-                title: str | None = None) -> Path:
-    """A PNG of samples at each step count beside the data: scatter plots for points, mosaics for images."""
+                title: str | None = None, max_images: int = 64) -> Path:
+    """A PNG of samples at each step count beside the data: scatter plots of ``n`` points, or mosaics of
+    min(n, max_images, :func:`image_cap`) images."""
     from fewstep.eval.plots import image_grid, scatter_grid
 
     sampler = sampler or comps.sampler
     data = comps.dataset
     images = isinstance(data, ImageData) and data.kind == "images"
-    n = min(n, 64) if images else n
+    n = min(n, max_images, image_cap(data.shape[-1])) if images else n
     panels = []
     for k in steps:
         x, nfe, _ = sample(comps, fm, sampler, k, n, seed)
         panels.append((f"{sampler.name} {k} step{'s' if k > 1 else ''} (NFE {nfe})", data.to_uint8(x) if images else x))
     ref = data.sample(n, torch.Generator().manual_seed(seed + 1)).x
     if images:
-        return image_grid(panels, path, reference=data.to_uint8(ref), title=title)
+        return image_grid(panels, path, reference=data.to_uint8(ref), title=title, per_panel=n)
     return scatter_grid(panels, path, reference=ref, title=title)
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import yaml
 
-from fewstep.config import dump_recipe, recipe_dict, recipe_from_dict
-from fewstep.config.recipe import PROVENANCE
-from fewstep.errors import CheckpointError
+from fewstep.config import dump_recipe, recipe_dict
+from fewstep.config.recipe import PROVENANCE, resolve_sampler, validate
+from fewstep.config.source import apply_overrides, load_yaml
+from fewstep.errors import CheckpointError, ConfigError, RecipeError
 from fewstep.files import write_text
-from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint, load_config, load_weights
+from fewstep.run.checkpoint import checkpoint_dirs, checkpoint_step, latest_checkpoint, load_config, load_weights
 from fewstep.run.components import Components, build_components, set_threads
 from fewstep.version import __version__
 
@@ -189,17 +190,25 @@ def resolve_run(path: str | Path) -> Path:
                           "or runs/<name>")
 
 
-def load_run_recipe(run_dir: Path, regs):
-    """The validated recipe saved in a run directory."""
+# what may change about a trained run when it is evaluated or sampled (fewstep eval/sample --set)
+AFTER_TRAINING = ("sampler", "eval")
+
+
+def load_run_recipe(run_dir: Path, regs, overrides: list[str] | tuple[str, ...] = ()):
+    """The validated recipe saved in a run directory, with ``overrides`` (``sampler.*`` and ``eval.*``
+    only: what may change after training) applied."""
     path = run_dir / "recipe.yaml"
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.split(".")[0] not in AFTER_TRAINING:
+            raise ConfigError(f"--set {item}: after training only the sampler and eval sections can change "
+                              f"(sampler.<field>, eval.<field>); {key} is the trained run's")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {detail})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: not a recipe (a mapping of sections)")
-    return recipe_from_dict(data, regs, path=str(path))
+        source = load_yaml(path)
+    except RecipeError as exc:
+        detail = exc.lines()[0].removeprefix(str(path)).lstrip(": ")
+        raise CheckpointError(f"{path}: unreadable ({detail})") from None
+    return resolve_sampler(validate(apply_overrides(source, list(overrides)), regs), regs)
 
 
 def load_init(net, source: str | Path) -> Path:
@@ -213,20 +222,34 @@ def load_init(net, source: str | Path) -> Path:
     return ckpt
 
 
-def load_run(path: str | Path, regs, device: str | None = None, use_ema: bool | None = None
+def load_run(path: str | Path, regs, device: str | None = None, use_ema: bool | None = None, *,
+             checkpoint: int | None = None, overrides: list[str] | tuple[str, ...] = ()
              ) -> tuple[Path, Components, Any, int]:
-    """Rebuild a run's components with the weights of its latest checkpoint, in eval mode.
+    """Rebuild a run's components with the weights of a checkpoint (the latest, or the one at step
+    ``checkpoint``), in eval mode; ``overrides`` change its sampler and eval sections.
 
     Returns (run_dir, components, flow map, checkpoint step); ``use_ema=None`` follows eval.use_ema.
     """
     run = resolve_run(path)
-    recipe = load_run_recipe(run, regs)
+    recipe = load_run_recipe(run, regs, overrides)
     use_ema = recipe.eval.use_ema if use_ema is None else use_ema
     set_threads(recipe.train.threads)
     comps = build_components(recipe, regs, device or recipe.train.device, objective=False)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
-        raise CheckpointError(f"{run}: no checkpoint yet; train it first (fewstep train ...)")
+    ckpt = find_checkpoint(run, checkpoint)
     load_weights(ckpt / ("ema.safetensors" if use_ema else "model.safetensors"), comps.net)
     comps.net.eval()
     return run, comps, comps.flowmap, checkpoint_step(ckpt)
+
+
+def find_checkpoint(run: Path, step: int | None = None) -> Path:
+    """The run's latest checkpoint, or its checkpoint at ``step``; one line naming what there is otherwise."""
+    dirs = checkpoint_dirs(run)
+    if not dirs:
+        raise CheckpointError(f"{run}: no checkpoint yet; train it first (fewstep train ...)")
+    if step is None:
+        return dirs[-1]
+    for ckpt in dirs:
+        if checkpoint_step(ckpt) == step:
+            return ckpt
+    kept = ", ".join(str(checkpoint_step(d)) for d in dirs)
+    raise CheckpointError(f"{run}: no checkpoint at step {step} (kept: {kept}; train.keep_checkpoints sets how many)")

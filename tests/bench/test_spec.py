@@ -60,3 +60,14 @@ def test_bad_bench_values_are_one_line_each(bench_file, old, new, expect):
     assert res.exit_code == 2 and "Traceback" not in res.output
     lines = res.output.strip().splitlines()  # a shared override is reported once per recipe it reaches
     assert lines and all(expect.lower() in line.lower() for line in lines), res.output
+
+
+def test_set_joins_the_shared_section_and_only_keeps_entries(bench_file, regs):
+    bench = load_bench(bench_file, None, regs, overrides=["train.steps=7", "network.width=8"], only=["imm"])
+    assert {j.entry for j in bench.jobs} == {"imm"} and len(bench.jobs) == 2  # both data sets
+    assert all(j.recipe.train.steps == 7 and j.recipe.network.width == 8 for j in bench.jobs)
+    with pytest.raises(RecipeError, match=r"--only fn: no such entry in .*tiny.yaml; did you mean 'fm'\? "
+                                          r"\(entries: fm, imm\)"):
+        load_bench(bench_file, None, regs, only=["fn"])
+    res = runner.invoke(app, ["bench", str(bench_file), "--check", "--set", "train.steps=5", "--only", "fm"])
+    assert res.exit_code == 0 and res.output.count("ok  fm on") == 2 and "imm" not in res.output

@@ -110,3 +110,21 @@ def test_training_grids_draw_the_eval_step_counts_among_1_2_4_8(regs, monkeypatc
     assert k == drawn and n == grids.GRID_SAMPLES and seed == comps.recipe.eval.seed
     assert path == tmp_path / "samples" / "step_0000007.png" and title == "lbl step 7 (EMA)"
     assert used is net  # the EMA weights given, not the training network
+
+
+def test_image_panels_show_up_to_the_cap_for_their_image_size(monkeypatch, tmp_path):
+    import fewstep.eval.plots as plots
+    from fewstep.eval.grids import image_cap, sample_grid
+    from fewstep.plugins import get_registries
+    from fewstep.run.components import build_components
+    from fewstep.testing import tiny_recipe
+
+    assert (image_cap(8), image_cap(32), image_cap(256), image_cap(4096)) == (256, 256, 64, 1)
+    regs = get_registries()
+    comps = build_components(tiny_recipe(regs, data={"name": "digits"}), regs, "cpu", objective=False)
+    shown = []
+    monkeypatch.setattr(plots, "image_grid", lambda panels, path, **kw: shown.append(
+        (kw["per_panel"], [len(x) for _, x in panels])) or path)
+    sample_grid(comps, comps.flowmap, [1], 300, 0, tmp_path / "a.png", max_images=256)
+    sample_grid(comps, comps.flowmap, [1], 300, 0, tmp_path / "b.png")  # training grids: 64
+    assert shown == [(256, [256]), (64, [64])]
