@@ -60,7 +60,7 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
             raise CheckpointError(f"{run}: its checkpoint was trained with a different recipe "
                                   f"(differs in {', '.join(changed[:5])}); use --fresh for a new run")
     else:
-        group = group_dir(recipe, path)
+        group = group_dir(recipe, path, overrides)
         run = None if fresh else find_resumable(group, recipe)
         other = None if fresh or run is not None else unfinished_other(group, recipe)
         if other is not None:

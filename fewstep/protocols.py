@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 __all__ = [
     "ChecksRecipe", "Dataset", "GroupedTimes", "HasDefaultSampler", "HasEtaRange", "HasExample",
     "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware", "Sampler",
-    "OwnReference", "Stateful", "StoredImages",
+    "NamesResources", "NotesReference", "OwnReference", "Stateful", "StoredImages",
 ]
 
 Location = tuple  # a recipe location such as ("objective", "group_size")
@@ -177,6 +177,23 @@ class ChecksRecipe(Protocol):
     ``(location, message)``, reported as ``file:line:col section.field: message``."""
 
     def check_recipe(self, recipe: Any) -> list[tuple[Location, str]]: ...
+
+
+@runtime_checkable
+class NotesReference(Protocol):
+    """A data set whose fresh samples are not the original data (decoded latents are the VAE's
+    reconstructions): ``reference_note`` says what metrics compare with, in evaluation reports."""
+
+    reference_note: str
+
+
+@runtime_checkable
+class NamesResources(Protocol):
+    """A Config that names files the run will need (a data folder, reference statistics): ``resources()``
+    returns ``(location, message)`` for each one that is not there, which ``fewstep check`` reports as a
+    note (the recipe is valid; the run would stop when it reached for the file)."""
+
+    def resources(self) -> list[tuple[Location, str]]: ...
 
 
 @runtime_checkable

@@ -57,4 +57,6 @@ def evaluate(
         table.add_row(label, str(row["nfe"]), *(f"{row[k]:.4g}" for k in names), f"{row['seconds']:.2f}")
     table.add_row("data floor", "-", *(f"{out['floor'][k]:.4g}" for k in names), "-")
     Console().print(table)
+    if not out["data_reference"].startswith("fresh samples"):
+        Console(stderr=True).print(f"metrics against data compare with {out['data_reference']}")
     Console(stderr=True).print(f"wrote {out['run']}/eval.json")

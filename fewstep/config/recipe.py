@@ -8,12 +8,13 @@ registries, as a discriminated union on ``name`` per component section.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model, model_validator
 
 from fewstep.errors import RecipeError
-from fewstep.protocols import ChecksRecipe, HasDefaultSampler
+from fewstep.protocols import ChecksRecipe, HasDefaultSampler, NamesResources
 from fewstep.registry import Entry, Registries, Registry, ref_fields
 from fewstep.validation import StrictModel, error_message
 
@@ -285,6 +286,18 @@ def cross_check(recipe, regs: Registries) -> list[tuple[tuple, str]]:
         if isinstance(cfg, ChecksRecipe):
             out.extend((tuple(loc), msg) for loc, msg in cfg.check_recipe(recipe))
     return out
+
+
+def missing_resources(recipe) -> list[str]:
+    """What the recipe names that is not on this machine yet (a data folder, reference statistics, the
+    run of train.init), a line each as ``field: message``: valid recipes whose runs would stop there."""
+    found: list[tuple[tuple, str]] = []
+    for cfg in [*(getattr(recipe, s) for s in COMPONENTS), *recipe.eval.metrics]:
+        if isinstance(cfg, NamesResources):
+            found += cfg.resources()
+    if recipe.train.init and not Path(recipe.train.init).exists():
+        found.append((("train", "init"), f"{recipe.train.init} does not exist"))
+    return [f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in found]
 
 
 def resolve_sampler(recipe, regs: Registries):

@@ -29,6 +29,8 @@ class LatentDataset:
     [C, h, w]. ``xflip`` draws the stored x-flipped encodings for half the samples (``encode --xflip``)."""
 
     kind = "images"  # metrics and grids see decoded images (to_uint8 runs the VAE's decoder)
+    reference_note = ("the VAE's reconstructions (decoded latents), not the original images; for those, give a "
+                      "metric reference: statistics from `fewstep fid-ref IMAGES`")
 
     def __init__(self, root: str | Path, sigma_d: float = 0.5, channel_mean=None, channel_std=None,
                  conditional: bool = False, vae: str | None = None, xflip: bool = False):

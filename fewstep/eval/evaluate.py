@@ -14,7 +14,7 @@ import torch
 
 from fewstep.errors import ConfigError
 from fewstep.files import write_json
-from fewstep.protocols import ImageData, OwnReference
+from fewstep.protocols import ImageData, NotesReference, OwnReference
 from fewstep.run.components import Components
 from fewstep.run.dist import Dist, from_env
 from fewstep.run.rundir import load_run
@@ -98,7 +98,8 @@ def evaluate(comps: Components, fm, metrics: dict[str, Any], steps: list[int], *
         for name, m in metrics.items() if main else ():
             row.update(_measure(name, m, x, ref, data, mgen()))
         rows.append(row)
-    meta = {"n_samples": n, "seed": seed, "sampler": sampler.name, "processes": dist.world if dist else 1}
+    meta = {"n_samples": n, "seed": seed, "sampler": sampler.name, "processes": dist.world if dist else 1,
+            "data_reference": data.reference_note if isinstance(data, NotesReference) else "fresh samples of the data"}
     return EvalResult(rows, floor, meta)
 
 

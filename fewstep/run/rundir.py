@@ -31,9 +31,17 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "init"), ("train", "log_every
                      *NUMERIC_CHANGES}
 
 
-def group_dir(recipe, recipe_path: str | Path | None) -> Path:
-    """``<output.dir>/<output.name or the recipe file's stem>``: where a recipe's runs go."""
-    name = recipe.output.name or (Path(recipe_path).stem if recipe_path else "run")
+def group_dir(recipe, recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """``<output.dir>/<output.name or the recipe file's stem>``: where a recipe's runs go. When ``overrides``
+    change the data set (``--set data.name=latents``), the group is ``<stem>-<data>``: runs on other data
+    are not mixed with the recipe's own."""
+    if recipe.output.name:
+        return Path(recipe.output.dir) / recipe.output.name
+    name = Path(recipe_path).stem if recipe_path else "run"
+    if recipe_path and any(item.partition("=")[0].strip().split(".")[0] == "data" for item in overrides):
+        own = load_yaml(recipe_path).data.get("data")
+        if (own if isinstance(own, str) else (own or {}).get("name")) != recipe.data.name:
+            name = f"{name}-{recipe.data.name}"
     return Path(recipe.output.dir) / name
 
 

@@ -46,3 +46,21 @@ def test_values_a_run_cannot_use_are_one_line_exit_2(tiny, write, cli, edit, exp
     assert res.exit_code == 2 and "Traceback" not in res.output
     [line] = res.stderr.strip().splitlines()
     assert line.startswith(str(path)) and expect in line, line
+
+
+def test_files_a_valid_recipe_names_but_this_machine_lacks_are_noted_not_errors(cli, tmp_path):
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    res = cli("check", recipes / "imm_imagenet256_dit_s.yaml", "--set", f"data.root={tmp_path / 'lat'}",
+              "--set", f"train.init={tmp_path / 'nope'}")
+    assert res.exit_code == 0 and res.stdout.startswith(f"{recipes / 'imm_imagenet256_dit_s.yaml'}: ok")
+    notes = res.stderr.strip().splitlines()
+    assert notes == [
+        f"note: data.root: {tmp_path / 'lat'} holds no encoded latents yet; make them with `fewstep encode --data "
+        f"image_folder --set data.root=<images> --vae <VAE> --out {tmp_path / 'lat'}`",
+        "note: eval.metrics.fid.reference: refs/imagenet256.npz does not exist yet; make it with `fewstep fid-ref "
+        "IMAGES --out refs/imagenet256.npz`",
+        f"note: train.init: {tmp_path / 'nope'} does not exist"]
+    quiet = cli("check", recipes / "imm_toy.yaml")
+    assert quiet.exit_code == 0 and quiet.stderr == ""  # toy data: nothing to fetch

@@ -43,3 +43,13 @@ def test_missing_folder_bad_statistics_and_missing_labels_are_one_line(tmp_path,
         LatentDataset(tmp_path, channel_mean=[0.0, 0.0])
     with pytest.raises(ConfigError, match="encoded without labels"):
         LatentDataset(tmp_path, conditional=True)
+
+
+def test_latents_say_their_fresh_samples_are_the_vaes_reconstructions(tmp_path):
+    from fewstep.data.images import load_digits_dataset
+    from fewstep.protocols import NotesReference
+    from fewstep.testing.fixtures import encoded_latents
+
+    latents = LatentDataset(encoded_latents(tmp_path))
+    assert isinstance(latents, NotesReference) and "the VAE's reconstructions" in latents.reference_note
+    assert not isinstance(load_digits_dataset(), NotesReference)

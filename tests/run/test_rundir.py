@@ -1,6 +1,8 @@
 """fewstep.run.rundir: recipe changes on resume, finding, resolving and loading run directories."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -258,3 +260,15 @@ def test_load_run_returns_the_checkpoint_step_and_the_ema_or_raw_weights(regs, t
     _, comps, _, _ = load_run(run, regs, "cpu", use_ema=False)
     for a, b in zip(comps.net.parameters(), raw.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_run_on_other_data_goes_to_its_own_group(regs, tmp_path, write):
+    path = write("toy.yaml", "data: {name: eight_gaussians}\nnetwork: mlp\nobjective: fm\n")
+    from fewstep.config import load_recipe
+
+    def group(*sets):
+        return group_dir(load_recipe(path, list(sets), regs), path, list(sets))
+
+    assert group() == Path("runs") / "toy" and group("data.std=0.2") == Path("runs") / "toy"
+    assert group("data.name=moons") == Path("runs") / "toy-moons"
+    assert group("data=moons") == Path("runs") / "toy-moons"
