@@ -18,11 +18,11 @@ class MMDConfig(ComponentConfig):
         None, description="Gaussian kernel bandwidths; null = median heuristic x (0.5, 1, 2).")
 
 
-def reference_file(reference: str, name: str) -> list[tuple[tuple, str]]:
+def reference_file(reference: str, name: str, flags: str = "") -> list[tuple[tuple, str]]:
     """A metric's stored reference statistics that are not there yet (``fewstep check`` notes it)."""
     if reference.endswith((".npz", ".pkl")) and not Path(reference).is_file():
         return [(("eval", "metrics", name, "reference"),
-                 f"{reference} does not exist yet; make it with `fewstep fid-ref IMAGES --out {reference}`")]
+                 f"{reference} does not exist yet; make it with `fewstep fid-ref IMAGES{flags} --out {reference}`")]
     return []
 
 
@@ -57,4 +57,4 @@ class FDDigitsConfig(ComponentConfig):
                                                " against which FD-digits (and IS) alone are measured.")
 
     def resources(self) -> list[tuple[tuple, str]]:
-        return reference_file(self.reference, "fd_digits")
+        return reference_file(self.reference, "fd_digits", " --features digits")

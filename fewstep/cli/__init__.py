@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from fewstep.errors import FewstepError, debug
 
@@ -15,6 +16,35 @@ try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException
+
+class _PlainArgument(TyperArgument):
+    def display_type_rich(self, ctx) -> None:  # "RUN", not "RUN <str>"
+        return None
+
+    def _usage_display_name(self) -> str:  # "RUN", not "{RUN}"
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name if self.nargs == 1 else name + "..."
+
+
+class _PlainOption(TyperOption):
+    def display_type_rich(self, ctx) -> str | None:  # "--seed INT", not "--seed <int range>"
+        if self.metavar is not None or self.is_flag:
+            return self.metavar
+        return self.display_type(ctx).strip("<>").split()[0].upper()
+
+
+class PlainCommand(TyperCommand):
+    """Help in plain metavars, as ``--help`` reads elsewhere: ``RUN`` rather than Typer's ``{RUN}`` in
+    the usage line and ``RUN <str>`` in the argument list, ``INT`` rather than ``<int range>``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _PlainArgument
+            elif type(param) is TyperOption:
+                param.__class__ = _PlainOption
+
 
 app = typer.Typer(
     name="fewstep",
@@ -30,17 +60,12 @@ def _register() -> None:
     from fewstep.cli import bench, check, encode, fid_ref, import_checkpoint, new_plugin, plugins, sample, schema, train
     from fewstep.cli import eval as eval_cmd
 
-    app.command("train")(train.train)
-    app.command("sample")(sample.sample)
-    app.command("eval")(eval_cmd.evaluate)
-    app.command("bench")(bench.bench)
-    app.command("encode")(encode.encode)
-    app.command("fid-ref")(fid_ref.fid_ref)
-    app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
-    app.command("check")(check.check)
-    app.command("schema")(schema.schema)
-    app.command("plugins")(plugins.plugins)
-    app.command("new-plugin")(new_plugin.new_plugin)
+    for name, command in [("train", train.train), ("sample", sample.sample), ("eval", eval_cmd.evaluate),
+                          ("bench", bench.bench), ("encode", encode.encode), ("fid-ref", fid_ref.fid_ref),
+                          ("import-checkpoint", import_checkpoint.import_checkpoint), ("check", check.check),
+                          ("schema", schema.schema), ("plugins", plugins.plugins),
+                          ("new-plugin", new_plugin.new_plugin)]:
+        app.command(name, cls=PlainCommand)(command)
 
 
 @app.callback(invoke_without_command=True)

@@ -14,6 +14,9 @@ RunArg = Annotated[str, typer.Argument(
     metavar="RUN", help="A run directory (runs/<name>/<timestamp>) or runs/<name> for its newest run.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="PATH=VALUE", help="Override a recipe field, e.g. --set train.lr=3e-4 (repeatable).")]
+DataSetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="data.FIELD=VALUE", help="Set a field of the data set, e.g. --set data.root=/data/imagenet/train "
+                                              "(repeatable).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", metavar="DEVICE", help="cpu, cuda, cuda:1; default: the recipe's (auto).")]
 AfterSetOpt = Annotated[Optional[list[str]], typer.Option(

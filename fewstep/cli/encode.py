@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from fewstep.cli.common import (
+    DataSetOpt,
     DeviceOpt,
     ProgressBar,
-    SetOpt,
     clean_errors,
     default_workers,
     err,
@@ -25,7 +25,7 @@ def encode(
     vae: Annotated[str, typer.Option(
         "--vae", metavar="ID|DIR", help="AutoencoderKL: a hub id (stabilityai/sd-vae-ft-ema) or a local folder.")],
     out: Annotated[str, typer.Option("--out", metavar="DIR", help="Folder for the shards and meta.json.")],
-    set_: SetOpt = None,
+    set_: DataSetOpt = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per VAE call.")] = 64,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=0, help="DataLoader processes that decode and crop images, per process; default: "
@@ -34,6 +34,9 @@ def encode(
         "--shard-size", min=1, help="Images per shard: a killed encode loses at most the shards in flight.")] = 10_000,
     xflip: Annotated[bool, typer.Option(
         "--xflip", help="Also store the encodings of the x-flipped images (data.xflip then draws them).")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Delete an earlier encode in --out (its plan, shards and meta.json) and encode again; "
+                        "without it the same command resumes, and other settings are refused.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     device: DeviceOpt = None,
 ) -> None:
@@ -69,7 +72,7 @@ def encode(
         bar = ProgressBar(label, enabled=not quiet and dist.main)
         result = encode_source(ds.originals(), model_vae, out, plan=plan, shard_size=shard_size, batch_size=batch,
                                workers=default_workers() if workers is None else workers, xflip=xflip, dist=dist,
-                               progress=lambda done, total, rate: bar(done, total, **{"images/s": rate}))
+                               force=force, progress=lambda done, total, rate: bar(done, total, **{"images/s": rate}))
         bar.close()
         if dist.main:
             for line in summary(result, result.meta):

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from fewstep.cli.common import (
+    DataSetOpt,
     DeviceOpt,
     ProgressBar,
-    SetOpt,
     clean_errors,
     default_workers,
     err,
@@ -26,9 +26,10 @@ def fid_ref(
         "--size", min=4, help="With IMAGES: ADM's centre crop to this side (256 for ImageNet-256).")] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", metavar="NAME", help="A registered image dataset instead of IMAGES (cifar10, digits, ...).")] = None,
-    set_: SetOpt = None,
+    set_: DataSetOpt = None,
     features: Annotated[str, typer.Option(
-        "--features", help="inception (FID: torch-fidelity's TF-FID Inception) or digits (FD-digits).")] = "inception",
+        "--features", metavar="inception|digits",
+        help="inception (FID: torch-fidelity's TF-FID Inception) or digits (FD-digits).")] = "inception",
     weights: Annotated[Optional[str], typer.Option(
         "--weights", metavar="FILE", help="The feature extractor's weights (Inception: default places).")] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per feature-extractor call.")] = 128,

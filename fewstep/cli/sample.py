@@ -18,6 +18,12 @@ from fewstep.cli.common import (
 from fewstep.config.recipe import MAX_SEED
 
 
+def _seed(value: int) -> int:
+    if value > MAX_SEED:
+        raise typer.BadParameter(f"{value} is above 2^62")
+    return value
+
+
 @clean_errors
 def sample(
     run: RunArg,
@@ -34,7 +40,8 @@ def sample(
                                                "as uint8 [n, H, W, C], ADM's layout; points as float32).")] = None,
     save_png: Annotated[Optional[str], typer.Option(
         "--save-png", metavar="DIR", help="Also save every image as DIR/<steps>step/<index>.png (image data).")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the initial noise.")] = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", metavar="SEED", min=0, callback=_seed, help="Seed of the initial noise, 0 to 2^62.")] = 0,
     sampler: Annotated[Optional[str], typer.Option(
         "--sampler", metavar="NAME", help="Another registered sampler.")] = None,
     set_: AfterSetOpt = None,

@@ -52,25 +52,43 @@ def _plan_mismatch(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _delete_encode(out: Path) -> None:
+    """An earlier encode's files in ``out``: its plan, meta.json and shards/ (only the files it writes)."""
+    for name in (META, PLAN):
+        (out / name).unlink(missing_ok=True)
+    if (out / SHARDS).is_dir():
+        for shard in (out / SHARDS).iterdir():
+            if shard.is_file():
+                shard.unlink()
+        if not any((out / SHARDS).iterdir()):
+            (out / SHARDS).rmdir()
+
+
 def encode_source(source, vae, out: str | Path, *, plan: dict[str, Any], shard_size: int = 10_000,
-                  batch_size: int = 64, workers: int = 0, xflip: bool = False, dist=None, progress=None
-                  ) -> EncodeResult:
+                  batch_size: int = 64, workers: int = 0, xflip: bool = False, dist=None, progress=None,
+                  force: bool = False) -> EncodeResult:
     """Encode every image of ``source`` (a map-style Dataset of ImageItem with ``name(i)``) into ``out``.
 
     ``plan`` describes the source (``source``, ``vae``, ``image_shape``, ``labels``); with the shard
     size, the image count and ``xflip`` it goes into ``plan.json``, and a folder holding another plan is
-    refused (one line). ``dist``: a :class:`fewstep.run.dist.Dist` under torchrun (None: one process).
+    refused (one line) unless ``force``, which deletes the earlier encode (its plan, shards and meta.json;
+    nothing else in the folder) first. ``dist``: a :class:`fewstep.run.dist.Dist` under torchrun (None: one process).
     ``progress(images, total, images_per_s)`` is called on rank 0 after every batch.
     """
     dist = dist or _OneProcess()
     out = Path(out)
     n = len(source)
     plan = {**plan, "n": n, "shard_size": int(shard_size), "xflip": bool(xflip), "format": FORMAT}
+    if force:
+        if dist.main:
+            _delete_encode(out)
+        dist.barrier()
     if (out / PLAN).is_file():
         old = json.loads((out / PLAN).read_text())
         if _plan_mismatch(old, plan):
             raise ConfigError(f"--out {out}: holds an encode with other settings "
-                              f"({', '.join(_plan_mismatch(old, plan))} differ); give a new folder or delete it")
+                              f"({', '.join(_plan_mismatch(old, plan))} differ); give a new folder, or --force to "
+                              f"replace it")
         if (out / META).is_file():
             return EncodeResult(out, json.loads((out / META).read_text()) if dist.main else None)
     if dist.main:  # the half-written shards of a killed encode (no rank writes before the barrier)

@@ -1,19 +1,16 @@
-"""fewstep.builtin: Config validators, the sampler's mid_etas check, eta ranges, dataset examples, registrations."""
+"""fewstep.builtin: Config validators, the sampler's mid_etas check, eta ranges, registrations."""
 from __future__ import annotations
 
 import math
 from types import SimpleNamespace
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from fewstep.builtin import (
     CosineConfig,
     DiTConfig,
-    ImageFolderConfig,
     InterpolantConfig,
-    LatentsConfig,
     OTFMConfig,
     SamplerConfig,
     UNetConfig,
@@ -133,24 +130,6 @@ def test_an_interpolant_without_a_closed_form_range_is_left_to_the_run(regs):
 def test_mid_etas_must_be_positive():
     with pytest.raises(ValidationError):
         SamplerConfig(mid_etas=[0.0])
-
-
-# --- examples of the folder datasets -------------------------------------------------------------
-@pytest.mark.parametrize(("cls", "name", "shape", "classes"), [(ImageFolderConfig, "image_folder", (3, 8, 8), 2),
-                                                               (LatentsConfig, "latents", (4, 8, 8), 10)])
-def test_examples_return_configs_that_build(regs, tmp_path, cls, name, shape, classes):
-    fields = cls.example(tmp_path)
-    assert fields["conditional"] is True
-    entry = regs.datasets.get(name)
-    data = entry.build(entry.model().model_validate({"name": name, **fields}), 0.5)
-    assert tuple(data.shape) == shape and data.num_classes == classes
-    assert data.sample(3, torch.Generator().manual_seed(0)).x.shape == (3, *shape)
-
-
-def test_the_cifar10_example_never_downloads():
-    from fewstep.builtin import CIFAR10Config
-
-    assert CIFAR10Config.example(None) == {"download": False}
 
 
 # --- what the core registers ---------------------------------------------------------------------

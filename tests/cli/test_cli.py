@@ -79,6 +79,26 @@ def test_every_command_shows_examples_with_their_line_breaks(cli):
         assert all(line.strip().startswith(("fewstep", "torchrun", "--")) for line in block), (name, block)
 
 
+def test_help_uses_plain_metavars_and_examples_use_real_flags(cli):
+    """``RUN`` and ``--seed SEED``, not Typer's ``{RUN}``, ``RUN <str>`` or ``<int range>``; and no
+    example shows a flag its command does not take."""
+    import re
+
+    from fewstep.cli import app
+
+    for command in app.registered_commands:
+        text = cli(command.name, "-h").stdout
+        usage = text.splitlines()[0]
+        assert "{" not in usage, usage
+        rows = [line for line in text.splitlines() if line.startswith("  -") or re.match(r"  [A-Z]", line)]
+        assert rows and not [row for row in rows if re.search(r"^  \S+( \S+)? <[a-z ]+>", row)], (command.name, rows)
+        flags = set(re.findall(r"(?m)^  (?:-\w, )?(--[\w-]+)", text)) | set(re.findall(r", (--[\w-]+)", text))
+        examples = text.split("Example")[1].split("\n\n")[0]
+        torchrun = {"--nproc_per_node", "--standalone", "--nnodes"}
+        used = {f for f in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", examples) if f not in torchrun}
+        assert used <= flags, (command.name, used - flags)
+
+
 @pytest.mark.parametrize("args, expect", [
     (["train", "RECIPES/bench_toy.yaml"], "RECIPES/bench_toy.yaml: a bench file (it has entries), not a recipe; run "
                                           "it with `fewstep bench RECIPES/bench_toy.yaml`"),

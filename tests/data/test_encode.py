@@ -1,5 +1,6 @@
 """Encoding at scale (fewstep/data/encode.py): shards hold every readable image's posterior and label in
-order, unreadable images are listed, an interrupted encode resumes to the same shards, another plan is refused."""
+order, unreadable images are listed, an interrupted encode resumes to the same shards, another plan is refused
+(or replaced with force)."""
 from __future__ import annotations
 
 import json
@@ -92,8 +93,19 @@ def test_a_folder_holding_another_encode_is_refused_in_one_line(source, vae, tmp
     out = tmp_path / "lat"
     encode_source(source, vae, out, plan=PLAN, shard_size=5, batch_size=2)
     with pytest.raises(ConfigError, match=r"--out .*lat: holds an encode with other settings \(shard_size, xflip "
-                                          r"differ\); give a new folder or delete it"):
+                                          r"differ\); give a new folder, or --force to replace it"):
         encode_source(source, vae, out, plan=PLAN, shard_size=6, batch_size=2, xflip=True)
+
+
+def test_force_replaces_an_earlier_encode_and_keeps_other_files(source, vae, tmp_path):
+    out = tmp_path / "lat"
+    encode_source(source, vae, out, plan=PLAN, shard_size=5, batch_size=2)
+    (out / "notes.txt").write_text("mine")
+    redone = encode_source(source, vae, out, plan=PLAN, shard_size=6, batch_size=2, force=True)
+    assert redone.shards_done == 4 and json.loads((out / "plan.json").read_text())["shard_size"] == 6
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [shard_path(out, k).name for k in range(4)]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len(LatentFiles(out)) == 19
 
 
 def test_a_shard_whose_images_are_all_unreadable_is_empty(source, vae, tmp_path):
