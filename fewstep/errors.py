@@ -17,6 +17,7 @@ class FewstepError(Exception):
     """Base class: its message is shown to the user as is, without a traceback."""
 
     exit_code = 1
+    prefix = "error: "  # how the CLI starts each line that does not start with a file
 
     def lines(self) -> list[str]:
         return [str(self)]
@@ -66,6 +67,7 @@ class TrainingInterrupted(FewstepError):
     caller knows it (the CLI does)."""
 
     exit_code = 130
+    prefix = "stopped: "  # not a failure: the run is saved and resumes
 
     def __init__(self, run_dir, step: int, total: int, signal_name: str, resume: str | None = None):
         self.run_dir, self.step, self.total, self.signal_name, self.resume = run_dir, step, total, signal_name, resume

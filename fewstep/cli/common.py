@@ -58,7 +58,7 @@ def clean_errors(fn):
 def print_error(exc: FewstepError) -> None:
     """One line per problem on stderr; lines that start with a file location keep it first."""
     for line in exc.lines():
-        print(line if _has_location(line) else f"error: {line}", file=sys.stderr)
+        print(line if _has_location(line) else f"{exc.prefix}{line}", file=sys.stderr)
 
 
 _FILES = ("yaml", "yml", "json", "pt", "pth", "pkl", "safetensors")  # what fewstep reads: recipes, runs, checkpoints

@@ -79,7 +79,7 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(t
     assert step >= 30 and step % 1000 != 0  # written for the signal, not at an interval
     line = err.strip().splitlines()[-1]
     resume = f"fewstep train {recipe} --set train.lr=2e-3 --run-dir {run}"
-    assert line == f"error: {signal.Signals(sig).name} at step {step} of 100000: checkpoint written in {run}; " \
+    assert line == f"stopped: {signal.Signals(sig).name} at step {step} of 100000: checkpoint written in {run}; " \
                    f"resume with: {resume}"
     again = subprocess.run([sys.executable, "-m", *resume.split(), "--stop-after", "5", "-q"], env=env,
                            capture_output=True, text=True, timeout=120)
