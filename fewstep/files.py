@@ -17,6 +17,23 @@ from typing import Any, Iterator
 __all__ = ["atomic_dir", "atomic_path", "write_json", "write_text"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _open_modes(root: Path) -> None:
+    """Give ``root`` and what it holds the modes a plain ``open`` would (0666 / 0777 less the umask):
+    mkstemp, mkdtemp and safetensors create 0600 / 0700, which hides results from the other users of a
+    shared run folder."""
+    mask = _umask()
+    os.chmod(root, (0o777 if root.is_dir() else 0o666) & ~mask)
+    for sub in root.rglob("*") if root.is_dir() else ():
+        if not sub.is_symlink():
+            os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file name beside ``path`` to write to; renamed onto ``path`` when the block ends
@@ -27,7 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users of a shared run folder
+        _open_modes(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -43,7 +60,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700, as for files above
+        _open_modes(tmp)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

@@ -14,11 +14,12 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture
-def strict_umask():
-    """A umask that would give 0600/0700: the helpers must set the modes themselves."""
-    old = os.umask(0o077)
-    yield
+@pytest.fixture(params=[0o022, 0o027])
+def umask(request):
+    """The user's umask: files get the mode a plain ``open`` would give under it (mkstemp, mkdtemp and
+    safetensors would give 0600 / 0700 whatever it is)."""
+    old = os.umask(request.param)
+    yield request.param
     os.umask(old)
 
 
@@ -61,22 +62,24 @@ def test_atomic_path_leaves_the_old_file_and_no_temporary_when_the_block_raises(
     assert os.listdir(tmp_path) == ["out.txt"]
 
 
-def test_atomic_path_creates_parents_and_sets_0644(tmp_path, strict_umask):
+def test_atomic_path_creates_parents_and_gives_the_mode_open_would(tmp_path, umask):
     target = tmp_path / "a" / "b" / "out.bin"
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"\x00\x01")
     assert target.read_bytes() == b"\x00\x01"
-    assert _mode(target) == 0o644
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"")
+    assert _mode(target) == _mode(plain) == 0o666 & ~umask
 
 
-def test_atomic_dir_fills_a_new_folder(tmp_path, strict_umask):
+def test_atomic_dir_fills_a_new_folder(tmp_path, umask):
     target = tmp_path / "deep" / "ckpt"
     with atomic_dir(target) as tmp:
         assert tmp.parent == target.parent and tmp.is_dir()
         (tmp / "a.txt").write_text("a")
         assert not target.exists()
     assert (target / "a.txt").read_text() == "a"
-    assert _mode(target) == 0o755
+    assert _mode(target) == 0o777 & ~umask
     assert os.listdir(target.parent) == ["ckpt"]
 
 
@@ -123,3 +126,16 @@ def test_write_json_round_trips(tmp_path):
         write_json(out, {"bad": object()})
     assert json.loads(out.read_text()) == data  # a failed write keeps the old file
     assert os.listdir(tmp_path) == ["eval.json"]
+
+
+def test_what_safetensors_writes_in_an_atomic_dir_gets_the_mode_open_would(tmp_path, umask):
+    """safetensors creates its files 0600: a checkpoint folder's weights were unreadable to a group."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+        (tmp / "sub").mkdir()
+    assert _mode(target / "model.safetensors") == 0o666 & ~umask
+    assert _mode(target / "sub") == 0o777 & ~umask
