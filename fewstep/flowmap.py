@@ -10,10 +10,13 @@ FM trains g(x_t, t, t), CT trains f(x_t, eps, t), IMM trains the full two-time m
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fewstep.interpolants import OTFM, Interpolant, bcast
 from fewstep.protocols import GroupedTimes
@@ -99,6 +102,16 @@ class EulerFM(Parameterisation):
 PARAMETERISATIONS: dict[str, type[Parameterisation]] = {
     p.name: p for p in (Identity, SimpleEDM, EulerFM)
 }
+
+
+@dataclass
+class FlowMapJVP:
+    """f(x_t, s, t), the backbone output G, and their directional derivatives along one tangent."""
+
+    f: Tensor
+    df: Tensor
+    G: Tensor
+    dG: Tensor
 
 
 class FlowMap(nn.Module):
@@ -239,6 +252,37 @@ class FlowMap(nn.Module):
         (t,) = self._times(x_t, t)
         d_skip, d_out = self.param.df_ds(self.interpolant, t)
         return bcast(d_skip, x_t) * x_t + bcast(d_out, x_t) * self.G(x_t, t, t, cond, guidance)
+
+    def jvp(self, x_t: Tensor, s: Tensor | float, t: Tensor | float,
+            tangent: tuple[Tensor | float, Tensor | float, Tensor | float], cond: Tensor | None = None,
+            guidance: float = 1.0) -> FlowMapJVP:
+        """f(x_t, s, t) and G with their derivatives along ``tangent`` = (dx, ds, dt), in one forward-mode
+        pass: df = d/de f(x_t + e dx, s + e ds, t + e dt) at e = 0, the JVP that MeanFlow, sCT and TVM
+        differentiate the flow map by (Geng et al. 2025 Eq. 8; Lu & Song 2024 Alg. 1; docs/objectives.md §0).
+
+        ds and dt are a number or a tensor shaped like the times (per sample or per group). c_in(t),
+        c_noise(t) = time_scale t and the f coefficients are differentiated with the backbone, so a
+        ``time_scale`` of 1000 scales every t-derivative of the embeddings by 1000.
+
+        Gradients flow through all four outputs (reverse-over-forward, as TVM's loss needs); a target
+        that needs none calls this under ``torch.no_grad()``. Forward-mode AD (``torch.autograd.forward_ad``)
+        runs through a DDP-wrapped backbone, so its gradient all-reduce still fires, which ``torch.func.jvp``
+        cannot do. Attention runs on PyTorch's math kernel here only: the fused kernels have no
+        forward-mode rule.
+        """
+        s, t = self._times(x_t, s, t)
+        dx, ds, dt = tangent
+        dx = torch.zeros_like(x_t) if not torch.is_tensor(dx) and dx == 0 else torch.as_tensor(dx).to(x_t)
+        ds, dt = (torch.as_tensor(d, dtype=v.dtype, device=v.device).expand_as(v).clone()
+                  for d, v in ((ds, s), (dt, t)))
+        with fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
+            x_d, s_d, t_d = fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt)
+            G = self.G(x_d, s_d, t_d, cond, guidance)
+            c_skip, c_out = self.param.f(self.interpolant, s_d, t_d)
+            f = bcast(c_skip, x_d) * x_d + bcast(c_out, x_d) * G
+            (f, df), (G, dG) = fwAD.unpack_dual(f), fwAD.unpack_dual(G)
+        zero = lambda p, d: torch.zeros_like(p) if d is None else d  # noqa: E731  (no dependence: a zero tangent)
+        return FlowMapJVP(f, zero(f, df), G, zero(G, dG))
 
     def with_net(self, net: nn.Module) -> "FlowMap":
         """The same flow map around other weights (an EMA copy, a target network)."""

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewstep.networks import NetworkSpec
+from fewstep.networks.embeddings import full_precision
 
 Tensor = torch.Tensor
 SKIP_SCALE = math.sqrt(0.5)  # DDPM++ scales every residual sum by sqrt(1/2) (Song et al. 2021, App. H)
@@ -114,7 +115,8 @@ class Block(nn.Module):
             b, c, hh, ww = x.shape
             # qkv channels are interleaved (q_0, k_0, v_0, q_1, ...), as in the released checkpoints
             q, k, v = self.qkv(self.norm2(x)).reshape(b, c, 3, hh * ww).unbind(2)
-            w = torch.einsum("ncq,nck->nqk", q.float(), k.float() / math.sqrt(c)).softmax(dim=2).to(q.dtype)
+            wide = torch.promote_types(q.dtype, torch.float32)  # EDM's float32 softmax; float64 stays float64
+            w = torch.einsum("ncq,nck->nqk", q.to(wide), k.to(wide) / math.sqrt(c)).softmax(dim=2).to(q.dtype)
             a = torch.einsum("nqk,nck->ncq", w, v).reshape(b, c, hh, ww)
             x = (self.proj(a) + x) * SKIP_SCALE
         return x
@@ -211,7 +213,9 @@ class DDPMpp(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor | None = None, cond: Tensor | None = None,
                 augment_labels: Tensor | None = None) -> Tensor:
-        emb = self.embedding(t, s, cond, augment_labels, x.shape[0]).to(x.dtype)
+        with full_precision(t):  # the noise and label mapping in float32 under autocast
+            emb = self.embedding(t, s, cond, augment_labels, x.shape[0])
+        emb = emb.to(x.dtype)
         skips = []
         for block in self.enc.values():
             x = block(x, emb) if isinstance(block, Block) else block(x)

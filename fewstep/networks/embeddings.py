@@ -25,8 +25,16 @@ def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0, dtype: torch.d
     return emb
 
 
+def full_precision(t: Tensor):
+    """Autocast off: time embeddings stay in the weights' precision (float32) under bf16 training. Their
+    t-derivative is what MeanFlow, sCT and TVM differentiate; a bf16 time MLP makes it noisy and was
+    behind the loss spikes of continuous-time consistency models (docs/objectives.md §4.7)."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features followed by a 2-layer SiLU MLP (IMM App. I.1 builds s exactly like t)."""
+    """Sinusoidal features followed by a 2-layer SiLU MLP (IMM App. I.1 builds s exactly like t), in
+    float32 under autocast (:func:`full_precision`)."""
 
     def __init__(self, out_dim: int, freq_dim: int = 128, features_dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -34,7 +42,9 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal(t, self.freq_dim, dtype=self.features_dtype).to(self.mlp[0].weight.dtype))
+        with full_precision(t):
+            dtype = torch.promote_types(self.features_dtype, t.dtype)  # float64 times keep their precision
+            return self.mlp(sinusoidal(t, self.freq_dim, dtype=dtype).to(self.mlp[0].weight.dtype))
 
 
 class Conditioning(nn.Module):

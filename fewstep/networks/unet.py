@@ -12,10 +12,32 @@ tensor before embedding it).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from fewstep.networks import NetworkSpec
+
+
+class _Timesteps(nn.Module):
+    """diffusers' ``Timesteps`` (flip_sin_to_cos, shift 0, what UNet2DModel builds) computed in float64 and
+    returned in the network's dtype: the float32 phases of 1000 t lose about 1e-4 each, and the t-derivative
+    a JVP takes through them (MeanFlow, sCT, TVM) inherits that. No parameters, so checkpoints are unchanged."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("like", torch.empty(0), persistent=False)  # follows .double() / .to(device)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.channels // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float64, device=t.device) / half)
+        args = t.to(torch.float64)[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if self.channels % 2:
+            emb = torch.nn.functional.pad(emb, (0, 1))
+        return emb.to(self.like.dtype)
 
 
 class _SAndLabel(nn.Module):
@@ -59,6 +81,7 @@ class UNet(nn.Module):
             class_embed_type="timestep" if spec.second_time else None,
             num_class_embeds=spec.num_classes + 1 if labels_only else None,
         )
+        self.unet.time_proj = _Timesteps(channels[0])
         if spec.second_time and spec.num_classes is not None:
             dim = self.unet.time_embedding.linear_2.out_features
             self.unet.class_embedding = _SAndLabel(self.unet.class_embedding, spec.num_classes, dim)

@@ -99,3 +99,11 @@ def test_grouped_times_give_the_per_sample_embeddings():
     torch.testing.assert_close(grouped, per_sample)
     one = c(t[:1], s[:1], None, n=4)  # one time for the whole batch
     torch.testing.assert_close(one, c(t[:1].expand(4), s[:1].expand(4), None))
+
+
+def test_time_embeddings_stay_float32_under_autocast():
+    from fewstep.networks.embeddings import TimeEmbedding
+
+    emb = TimeEmbedding(16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert emb(torch.tensor([1.0, 500.0])).dtype == torch.float32

@@ -1,6 +1,8 @@
 """The diffusers UNet backbone: shapes, the second time s, class labels, and errors."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -73,4 +75,23 @@ def test_recipe_errors_for_the_unet_config(regs):
         model.model_validate({"name": "unet", "channels": [8, 16], "attention": [True]})
     with pytest.raises(Exception, match="must divide every channel count"):
         model.model_validate({"name": "unet", "channels": [12, 16], "attention": [False, False], "norm_groups": 8})
+
+
+
+@pytest.mark.parametrize("channels", [32, 33])
+def test_the_time_projection_is_diffusers_in_float64(channels):
+    """fewstep's projection is diffusers' Timesteps (flip_sin_to_cos, shift 0) to float32 rounding, in float64
+    when the network is (the JVP tests' finite differences need it), in the network's dtype otherwise."""
+    from diffusers.models.embeddings import Timesteps
+
+    from fewstep.networks.unet import _Timesteps
+
+    t = torch.tensor([0.0, 3.7, 250.0, 999.0])
+    ours = _Timesteps(channels)
+    assert torch.allclose(ours(t), Timesteps(channels, True, 0)(t), atol=2e-4)
+    exact = torch.tensor(999.0, dtype=torch.float64) * torch.exp(-math.log(1e4) * torch.arange(
+        channels // 2, dtype=torch.float64) / (channels // 2))
+    last_sin = _Timesteps(channels).double()(t.double())[3, 2 * (channels // 2) - 1].item()
+    assert last_sin == pytest.approx(math.sin(exact[-1].item()), abs=1e-12)
+    assert ours(t).dtype == torch.float32
 
