@@ -52,3 +52,18 @@ def test_every_module_with_logic_has_its_test_module(module):
     test = expected_test(module)
     assert test.is_file(), f"{module.relative_to(REPO)} has no {test.relative_to(REPO)}"
     assert "def test_" in test.read_text(encoding="utf-8"), f"{test.relative_to(REPO)} holds no test"
+
+
+def test_every_package_is_in_the_distribution():
+    """pyproject lists its packages by hand: one left out installs from a checkout (editable) and is
+    missing from a wheel (fewstep.run was, for a while)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(data["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "fewstep").rglob("__init__.py")}
+    assert found - listed == set()
+    plugin_dirs = data["tool"]["setuptools"]["package-dir"]
+    assert {name for name in listed if not name.startswith("fewstep.") and name != "fewstep"} == set(plugin_dirs)
+    assert all((REPO / folder / "__init__.py").is_file() for folder in plugin_dirs.values())
+    assert set(data["project"]["entry-points"]["fewstep"].values()) == {"fewstep.builtin", *plugin_dirs}
