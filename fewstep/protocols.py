@@ -14,7 +14,7 @@ What every component of a kind must have:
 What a component may add, each a protocol of its own that the core tests with ``isinstance``:
 
 - on an objective: :class:`Stateful` (checkpointed with the run), :class:`RunAware` (reads the run's
-  settings once, e.g. ``train.steps`` for a curriculum);
+  settings once, e.g. ``train.steps`` for a curriculum), :class:`Trainable` (parameters of its own);
 - on a network: :class:`GroupedTimes` (takes one time per group of samples);
 - on a dataset: :class:`ImageData` (``kind == "images"``: decodes to uint8 for metrics and grids) and
   :class:`StoredImages` (original images read one by one, which ``fewstep encode`` reads);
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 __all__ = [
     "ChecksRecipe", "Dataset", "GroupedTimes", "HasDefaultSampler", "HasEtaRange", "HasExample",
     "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware", "Sampler",
-    "NamesResources", "NotesReference", "OwnReference", "Stateful", "StoredImages",
+    "NamesResources", "Trainable", "NotesReference", "OwnReference", "Stateful", "StoredImages",
 ]
 
 Location = tuple  # a recipe location such as ("objective", "group_size")
@@ -66,6 +66,16 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """An objective with parameters of its own, trained with the network (sCT's learned weighting w_phi(t),
+    Lu & Song 2024 §4.3): ``trainable(device)`` is called once, moves them to ``device`` and returns them.
+    The run's optimiser steps them with the network's (same settings), their gradients are averaged over
+    processes, and the objective checkpoints them through its ``state_dict`` (it must be :class:`Stateful`)."""
+
+    def trainable(self, device: torch.device) -> list[Any]: ...
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import torch
 from fewstep.config import recipe_dict
 from fewstep.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from fewstep.networks.wrappers import unwrap_ddp
-from fewstep.protocols import Stateful
+from fewstep.protocols import Stateful, Trainable
 from fewstep.run.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
 from fewstep.run.components import Components
 from fewstep.run.dist import Dist, weights_checksum
@@ -84,7 +84,11 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
         raise ConfigError(str(exc)) from None
 
     # --- optimiser, EMA, precision, and the state a checkpoint restores besides the weights -------
-    params = [p for p in net.parameters() if p.requires_grad]
+    own = list(obj.trainable(comps.device)) if isinstance(obj, Trainable) else []  # e.g. sCT's w_phi(t)
+    if own and not isinstance(obj, Stateful):
+        raise ConfigError("objective: it trains parameters of its own (Trainable) but cannot checkpoint them "
+                          "(no state_dict / load_state_dict)")
+    params = [p for p in net.parameters() if p.requires_grad] + own
     opt = make_optimizer(params, cfg)
     ema = EMA(net, cfg.ema_decay)
     prec = Precision(cfg.precision, comps.device)
@@ -168,6 +172,9 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                 for k, v in logs.items():
                     v = v.detach() if torch.is_tensor(v) else float(v)
                     logs_sum[k] = logs_sum.get(k, 0.0) + v / accumulate
+            if own and dist.world > 1:  # DDP averages the network's gradients only
+                for p in own:
+                    p.grad = dist.mean(p.grad if p.grad is not None else torch.zeros_like(p))
             prec.unscale(opt)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
             if not torch.isfinite(grad_norm) and not prec.tolerates_overflow:

@@ -166,3 +166,45 @@ def test_cuda_out_of_memory_is_one_line_naming_the_micro_batch(recipe, regs, mon
     assert line.startswith("train.micro_batch: CUDA ran out of memory at 128 samples per pass on one device "
                            "(batch_size 256 / 1 process(es) / 2 accumulation step(s)); try --set train.micro_batch=64")
     assert "\n" not in line
+
+
+def test_an_objectives_own_parameters_are_trained_checkpointed_and_resumed(recipe, regs, monkeypatch):
+    """protocols.Trainable (sCT's learned weighting): the run's optimiser steps the objective's parameters
+    with the network's, and a resumed run ends where an uninterrupted one does, those parameters included."""
+    import fewstep_fm.objective as fm_objective
+
+    class WithWeight(fm_objective.FlowMatching):
+        def __init__(self, cfg, interpolant):
+            super().__init__(cfg, interpolant)
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def trainable(self, device):
+            self.w.data = self.w.data.to(device)
+            return [self.w]
+
+        def loss(self, fm, batch, step):
+            if step == getattr(self, "crash_at", -1):
+                raise RuntimeError("simulated crash")
+            loss, logs = super().loss(fm, batch, step)
+            return loss + (self.w - 3.0) ** 2, logs
+
+        def state_dict(self):
+            return {"w": self.w.detach().clone()}
+
+        def load_state_dict(self, state):
+            self.w.data.copy_(state["w"])
+
+    made = []
+    monkeypatch.setattr(fm_objective, "FlowMatching", lambda cfg, ip: made.append(WithWeight(cfg, ip)) or made[-1])
+    straight = train_recipe(recipe(name="a.yaml"), registries=regs, progress=False)
+    w_straight = made[-1].w.detach().clone()
+    assert 0.1 < w_straight.item() < 0.121  # Adam moves it about lr = 2e-3 a step towards 3: 60 steps, 0.12
+
+    monkeypatch.setattr(WithWeight, "crash_at", 45, raising=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_recipe(recipe(name="b.yaml"), registries=regs, progress=False)
+    monkeypatch.setattr(WithWeight, "crash_at", -1, raising=False)
+    resumed = train_recipe(recipe(name="b.yaml"), registries=regs, progress=False)
+    assert resumed.start_step == 40 and torch.equal(made[-1].w.detach(), w_straight)
+    for a, b in zip(weights(straight.run_dir), weights(resumed.run_dir)):
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,1 @@
+"""Shortcut models (Frans et al. 2024) as a fewstep plugin (being built: registers nothing yet)."""
