@@ -1,4 +1,4 @@
-"""An example fewstep plugin: one kernel, one sampler and one objective, shipped as a third party would.
+"""An example fewstep plugin: one kernel and one sampler, shipped as a third party would.
 
 fewstep finds this module through the entry point ``example = "fewstep_example"`` in the
 ``fewstep`` group of this package's pyproject.toml, and calls its ``@fewstep.hookimpl`` functions
@@ -9,12 +9,11 @@ hooks; each factory is a ``"module:attr"`` string imported when the component is
 - kernel ``imq``: inverse multiquadric (1 + w^2 ||a-b||^2 / (c^2 D))^(-beta)  (:mod:`.kernel`)
 - sampler ``midpoint``: explicit midpoint (RK2) steps of the probability-flow ODE, 2 NFE per step
   (:mod:`.sampler`)
-- objective ``shortcut``: the shortcut-model objective of Frans et al. 2024 on the flow map
-  (:mod:`.shortcut`)
+
+Objectives are shipped the same way: fewstep's own, in ``plugins/fewstep_*`` of its repository, are
+packaged exactly like this one (``plugins/fewstep_fm`` is the smallest).
 """
 from __future__ import annotations
-
-from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -55,45 +54,3 @@ class MidpointConfig(SamplerConfig):
 def fewstep_register_samplers(registry):
     registry.add("midpoint", "fewstep_example.sampler:build_midpoint", MidpointConfig,
                  "explicit midpoint (RK2) steps of the ODE with the flow map's velocity; 2 NFE per step")
-
-
-# --- objective ---------------------------------------------------------------------------------
-class ShortcutConfig(ComponentConfig):
-    """Shortcut models (Frans, Hafner, Levine & Abbeel 2024, "One Step Diffusion via Shortcut Models";
-    docs/peers.md §5) on the flow map: one step of size t - s must land where two half steps
-    of the stop-gradient target land, and at step size 0 the model is trained by flow matching."""
-
-    # Shortcut models sample with plain jumps of size d = 1/n (docs/peers.md §5): the flow map's pushforward
-    # over a uniform grid, which visits exactly the grid times that the bootstrap rows train on.
-    default_sampler: ClassVar[dict] = {"name": "pushforward", "schedule": "uniform"}
-
-    bootstrap_fraction: float = Field(
-        0.125, ge=0, lt=1, description="Share of each batch given to the self-consistency (bootstrap) rows; the "
-                                       "rest are flow-matching rows at step size 0 (SC repository: B/8, "
-                                       "bootstrap_every = 8). 0 = plain flow matching.")
-    levels: int = Field(
-        7, ge=1, le=12, description="Step sizes of the bootstrap rows: t - s = (T - eps) / 2^j, j = 0..levels-1, "
-                                    "each checked against two half steps (SC: 7 levels, smallest half step 1/128).")
-    grid: bool = Field(
-        True, description="Draw t of a bootstrap row on the grid eps + k (t - s), k = 1..2^j, which a uniform "
-                          "2^j-step sampler visits (SC); false: t ~ U(eps + (t - s), T).")
-    target: Literal["online", "ema"] = Field(
-        "ema", description="Network of the two half steps: an EMA of the weights (SC: bootstrap_ema = 1) or the "
-                           "stop-gradient of the current weights.")
-    target_ema_decay: float = Field(
-        0.999, ge=0, lt=1, description="Decay of the EMA target when target = ema (SC: 0.999; unused otherwise).")
-
-    def check_recipe(self, recipe) -> list[tuple[tuple, str]]:
-        """Cross-section checks, reported as ``file:line:col section.field: message`` by ``fewstep check``."""
-        out = []
-        if recipe.flowmap.second_time == "none":
-            out.append((("flowmap", "second_time"),
-                        "the shortcut objective conditions the network on the step size: use stride "
-                        "(t - s, SC's d) or s, not none"))
-        return out
-
-
-@hookimpl
-def fewstep_register_objectives(registry):
-    registry.add("shortcut", "fewstep_example.shortcut:Shortcut", ShortcutConfig,
-                 "shortcut models: one step of t - s matches two half steps (EMA target); flow matching at d = 0")

@@ -1,4 +1,4 @@
-"""The plugin as fewstep sees it: discovery through the entry point, the conformance kit over its three
+"""The plugin as fewstep sees it: discovery through the entry point, the conformance kit over its two
 components, and its recipes, validated and trained for a few steps.
 
 The package must be installed (``pip install -e examples/fewstep-example-plugin``): fewstep finds
@@ -30,12 +30,12 @@ def test_found_through_the_entry_point_with_its_version():
     info = {p.name: p for p in registries().plugins}[PLUGIN]
     assert (info.status, info.source, info.module) == ("ok", "entry point", "fewstep_example")
     assert (info.dist, info.version) == ("fewstep-example-plugin", fewstep_example.__version__)
-    assert info.provides == {"kernels": ["imq"], "objectives": ["shortcut"], "samplers": ["midpoint"]}
+    assert info.provides == {"kernels": ["imq"], "samplers": ["midpoint"]}
 
 
-def test_conformance_covers_the_three_components():
+def test_conformance_covers_both_components():
     ids = [case.id for case in conformance_cases(plugin=PLUGIN)]
-    assert ids == ["kernels:imq", "objectives:shortcut", "samplers:midpoint"]
+    assert ids == ["kernels:imq", "samplers:midpoint"]
 
 
 @pytest.mark.parametrize("entry", conformance_cases(plugin=PLUGIN))
@@ -46,12 +46,6 @@ def test_conformance(entry):
 @pytest.mark.parametrize("options", [{"c": 0.3, "beta": 2.0}])
 def test_kernel_conforms_with_other_options(options):
     check_component(registries().kernels.get("imq"), options)
-
-
-def test_shortcut_conforms_with_an_online_target_and_a_stride_flow_map():
-    entry = registries().objectives.get("shortcut")
-    check_component(entry, {"target": "online", "bootstrap_fraction": 0.5},
-                    flowmap={"parameterisation": "simple_edm", "second_time": "stride"})
 
 
 def test_recipes_validate_and_use_the_plugin():

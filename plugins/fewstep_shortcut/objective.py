@@ -1,5 +1,5 @@
 """The shortcut-model objective on a fewstep flow map (Frans, Hafner, Levine & Abbeel 2024, "One Step
-Diffusion via Shortcut Models", ICLR 2025; docs/peers.md §5).
+Diffusion via Shortcut Models", ICLR 2025; docs/objectives.md §6).
 
 Shortcut models learn the jump x_t -> x_s for any step size d = t - s. In fewstep's conventions
 (t = 1 noise, t = 0 data, s <= t) the jump is the flow map f(x_t, s, t), and one step, for a batch
@@ -17,8 +17,13 @@ The loss is the mean over all B rows of the per-row mean squared error, the boot
 in velocity units: ||y - y~||^2 / (t - s)^2. Under the Euler-FM parameterisation
 f(x_t, s, t) = x_t - (t - s) u(x_t, s, t) with u = sigma_d G, this is exactly Shortcut's
 ||u(x_t, t, 2d) - (u_1 + u_2)/2||^2 with u_1, u_2 the two half-step velocities; written on f it
-holds for every parameterisation. Clipping of x' and of the target ([-4, 4] in the SC code) and
-label dropout are left out.
+holds for every parameterisation.
+
+As in the SC code, the half-step point x' and the target velocity (x_t - y~)/(t - s) are clipped to
++-clip sigma_d (+-4 on SC's unit-scale latents), and labels are dropped on flow-matching rows only. Unlike
+it, the flow-matching rows train the velocity at step size 0 exactly (SC-code trains its smallest level,
+d = 1/128, on a t grid of 128 points), and the step size reaches the network as t - s (``second_time:
+stride``), not as the level log2(1/d) (docs/objectives.md §6.1-6.2).
 """
 from __future__ import annotations
 
@@ -68,6 +73,11 @@ class Shortcut:
         EMA copy of its weights, updated once per call (SC's bootstrap_ema)."""
         return fm if self._ema is None else self._ema.flowmap(fm)
 
+    def _clip(self, v: Tensor) -> Tensor:
+        """v clipped to +-clip sigma_d (SC-code's jnp.clip(., -4, 4) on unit-scale data), or v."""
+        c = self.cfg.clip
+        return v if c is None else v.clamp(-c * self.ip.sigma_d, c * self.ip.sigma_d)
+
     # --- the loss --------------------------------------------------------------------------------
     def loss(self, fm, batch, step: int):
         """mean over rows of ||v(x_t, t) - (alpha'_t x + sigma'_t eps)||^2 (flow-matching rows) and
@@ -81,7 +91,8 @@ class Shortcut:
         errors, logs = [], {}
 
         if nb < B:  # flow-matching rows: step size 0
-            xf, nf, cf = x[nb:], noise[nb:], None if cond is None else cond[nb:]
+            xf, nf = x[nb:], noise[nb:]
+            cf = None if cond is None else fm.drop_labels(cond[nb:], self.cfg.label_dropout)
             t = ip.T - (ip.T - ip.eps) * torch.rand(B - nb, device=x.device, dtype=x.dtype)  # as fm: never eps
             x_t = ip.interpolate(xf, nf, t)
             err = (fm.velocity(x_t, t, cf) - ip.velocity(xf, nf, t)).pow(2).flatten(1).mean(1)
@@ -94,7 +105,10 @@ class Shortcut:
             x_t = ip.interpolate(xb, noise[:nb], t)
             target = self.target_flowmap(fm)
             with torch.no_grad():
-                y_tilde = target.f(target.f(x_t, m, t, cb), s, m, cb)
+                y_tilde = target.f(self._clip(target.f(x_t, m, t, cb)), s, m, cb)
+                if self.cfg.clip is not None:  # SC-code clips the target velocity (s1 + s2) / 2
+                    dt = bcast(t - s, x_t)
+                    y_tilde = x_t - dt * self._clip((x_t - y_tilde) / dt)
             y = fm.f(x_t, s, t, cb)
             err = ((y - y_tilde) / bcast(t - s, y)).pow(2).flatten(1).mean(1)
             errors.append(err)

@@ -1,5 +1,6 @@
-"""The shortcut objective: its loss against a hand computation with fewstep's test doubles, Shortcut's own
-velocity form, its time draws, the EMA target and its checkpointed state."""
+"""The shortcut objective (fewstep_shortcut/objective.py): its loss against a hand computation with fewstep's
+test doubles, Shortcut's own velocity form, the exact Gaussian flow map as a fixed point, clipping and label
+dropout as SC-code does them, its time draws, the EMA target and its checkpointed state."""
 from __future__ import annotations
 
 import copy
@@ -13,8 +14,8 @@ from fewstep.flowmap import FlowMap
 from fewstep.interpolants import OTFM
 from fewstep.plugins import load_registries
 from fewstep.testing import ProbeNet, RecordingFlowMap, tiny_recipe
-from fewstep_example import ShortcutConfig
-from fewstep_example.shortcut import Shortcut
+from fewstep_shortcut import ShortcutConfig
+from fewstep_shortcut.objective import Shortcut
 
 F64 = torch.float64
 SIGMA_D = 0.5
@@ -31,7 +32,7 @@ def test_loss_matches_a_hand_computation():
     ip = OTFM(SIGMA_D)
     net = ProbeNet(2)
     fm = RecordingFlowMap(net, ip, "euler_fm", "stride")
-    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.25, levels=3, target="online"), ip)
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.25, levels=3, target="online", clip=None), ip)
     x = torch.randn(16, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(7)
     loss, logs = obj.loss(fm, Batch(x), 0)
@@ -64,12 +65,12 @@ def test_loss_matches_a_hand_computation():
 
 
 def test_self_consistency_is_shortcuts_velocity_form_under_euler_fm():
-    """The SC loss (docs/peers.md §5): ||s(x_t, t, 2d) - sg(s1 + s2)/2||^2 with s1 = s(x_t, t, d),
+    """The SC loss (docs/objectives.md §6.2): ||s(x_t, t, 2d) - sg(s1 + s2)/2||^2 with s1 = s(x_t, t, d),
     x' = x_t + d s1, s2 = s(x', t + d, d), in our time direction and with s = sigma_d G."""
     ip = OTFM(SIGMA_D)
     net = ProbeNet(2, seed=1)
     fm = RecordingFlowMap(net, ip, "euler_fm", "stride")
-    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, target="online"), ip)
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, target="online", clip=None), ip)
     torch.manual_seed(0)
     _, logs = obj.loss(fm, Batch(torch.randn(32, 2, dtype=F64)), 0)
     half1, half2, online = fm.f_calls
@@ -175,3 +176,84 @@ def test_config_fields():
     for bad in ({"bootstrap_fraction": 1.0}, {"levels": 0}, {"target": "teacher"}, {"d": 0.5}):
         with pytest.raises(ValueError):
             ShortcutConfig(**bad)
+
+
+class ExactGaussianG(torch.nn.Module):
+    """The exact flow map of data N(m, v) under OT-FM with prior N(0, sigma_d^2), as an Euler-FM backbone:
+    f*(x_t, s, t) = (1 - s) m + rho(s, t) (x_t - (1 - t) m), rho = sqrt(V_s / V_t), V_t = (1-t)^2 v + t^2 sigma_d^2
+    (docs/objectives.md §2), so G* = (x_t - f*) / (sigma_d (t - s)), and the velocity at s = t for G(x, t, t)."""
+
+    def __init__(self, m: float, v: float):
+        super().__init__()
+        self.m, self.v = m, v
+        self.scale = torch.nn.Parameter(torch.ones((), dtype=F64))  # something for the optimiser to hold
+
+    def V(self, t):
+        return (1 - t) ** 2 * self.v + t**2 * SIGMA_D**2
+
+    def forward(self, u, c_noise, stride, cond=None):
+        t = c_noise / 1000.0
+        s = t - stride / 1000.0
+        x_t = u / (1.0 / (SIGMA_D * torch.sqrt((1 - t) ** 2 + t**2)))[:, None]
+        dev = x_t - ((1 - t) * self.m)[:, None]
+        gap = (t - s)[:, None]
+        rho = torch.sqrt(self.V(s) / self.V(t))[:, None]
+        f = ((1 - s) * self.m)[:, None] + rho * dev
+        # at s = t: G* = -v*(x_t, t) ... the velocity -m + k_t (x - mu_t), k_t = V_t' / (2 V_t), over sigma_d
+        k = ((t * SIGMA_D**2 - (1 - t) * self.v) / self.V(t))[:, None]
+        at_t = (-self.m + k * dev) / SIGMA_D
+        safe = torch.where(gap > 0, gap, torch.ones_like(gap))
+        return self.scale * torch.where(gap > 0, (x_t - f) / (SIGMA_D * safe), at_t)
+
+
+@pytest.mark.parametrize("m, v", [(0.3, 0.2), (-0.5, 0.0)])
+def test_the_exact_flow_map_has_zero_self_consistency_loss(m, v):
+    """The semigroup f*(., s, t) = f*(f*(., m, t), s, m) makes two exact half steps one exact step, for every
+    row and level (docs/objectives.md §6.6), clipping off; single-point data (v = 0) also zeroes the FM rows."""
+    ip = OTFM(SIGMA_D, eps=0.0, T=1.0)
+    fm = FlowMap(ExactGaussianG(m, v), ip, "euler_fm", "stride")
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, levels=5, target="online", clip=None), ip)
+    x = m + (v**0.5) * torch.randn(256, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    _, logs = obj.loss(fm, Batch(x), 0)
+    assert logs["self_consistency"].item() < 1e-20
+    if v == 0:
+        assert logs["fm"].item() < 1e-20
+    else:  # the flow rows keep the conditional velocity's noise: v sigma_d^2 / V_t per dimension on average
+        assert logs["fm"].item() > 1e-3
+
+
+def test_clipping_bounds_the_half_step_point_and_the_target_velocity():
+    """SC-code: x' = clip(x_t + d s1, -4, 4), target = clip((s1 + s2)/2, -4, 4) on unit-scale data; here
+    +-clip sigma_d. A network whose jumps overshoot is clipped: the target velocity never exceeds it."""
+
+    class Wild(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(100.0, dtype=F64))
+
+        def forward(self, u, c_noise, stride, cond=None):
+            return self.w * torch.ones_like(u)
+
+    ip = OTFM(SIGMA_D)
+    fm = RecordingFlowMap(Wild(), ip, "euler_fm", "stride")
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, target="online", clip=4.0), ip)
+    torch.manual_seed(0)
+    obj.loss(fm, Batch(torch.zeros(8, 2, dtype=F64)), 0)
+    half1, half2, online = fm.f_calls
+    assert half2["x_t"].abs().max().item() == pytest.approx(4 * SIGMA_D)  # x' clipped (unclipped: ~50)
+    # the online velocity is sigma_d * 100 = 50 everywhere; the clipped target velocity is 2: error (50 - 2)^2
+    torch.manual_seed(0)
+    _, logs = obj.loss(fm, Batch(torch.zeros(8, 2, dtype=F64)), 0)
+    assert logs["self_consistency"].item() == pytest.approx((50 - 4 * SIGMA_D) ** 2)
+
+
+def test_labels_are_dropped_on_flow_rows_only():
+    ip = OTFM(SIGMA_D)
+    fm = RecordingFlowMap(ProbeNet(2), ip, "euler_fm", "stride", num_classes=3)
+    obj = Shortcut(ShortcutConfig(bootstrap_fraction=0.5, target="online", label_dropout=0.999), ip)
+    torch.manual_seed(0)
+    obj.loss(fm, Batch(torch.randn(64, 2, dtype=F64), torch.zeros(64, dtype=torch.long)), 0)
+    flow, *boot = fm.net.calls
+    assert (flow["cond"] == 3).double().mean() > 0.9  # the null class
+    assert all(bool((c["cond"] == 0).all()) for c in boot)
