@@ -107,6 +107,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["| {} | {} | {} |".format(label, *_speed(first)) for label, _, first in
                   _rows(results, data, metrics[0], steps)]
         lines.append("")
+    lines += _equal_time_markdown(results, metrics)
     if results.get("checks"):
         lines += ["## Checks", ""]
         for c in results["checks"]:
@@ -114,6 +115,41 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"- [{mark}] {c['data']}: {c['check']} ({_check_values(c)})")
         lines.append("")
     return "\n".join(lines)
+
+
+def equal_time_view(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The equal-training-time records shaped like ``results`` (so the table helpers read them), or None."""
+    if not results.get("equal_time"):
+        return None
+    return {**results, "summary": results["equal_time"]}
+
+
+def _reached(rec: dict[str, Any]) -> str:
+    return "/".join(str(k) for k in rec["train_steps_reached"])
+
+
+def _equal_time_markdown(results: dict[str, Any], metrics: list[str]) -> list[str]:
+    """Per data set: every entry at the checkpoint it reached within the fastest entry's training time."""
+    view = equal_time_view(results)
+    if view is None:
+        return []
+    lines = ["## At equal training time", "",
+             "Each entry at its last checkpoint within the training time of the fastest entry's whole run "
+             "(its seconds per step x steps), so the tables below compare objectives at fixed compute, "
+             "those above at fixed steps.", ""]
+    steps = _steps(view)
+    for data in results["data"]:
+        budget = next((r["budget_seconds"] for r in view["summary"] if r["data"] == data), None)
+        if budget is None:
+            continue
+        lines += [f"### {data}: {budget:.0f} s of training", ""]
+        for metric in metrics:
+            lines.append(f"| {metric} | trained steps | " + " | ".join(_step_label(view, k) for k in steps) + " |")
+            lines.append("|---|---:|" + "---:|" * len(steps))
+            lines += [f"| {label} | {_reached(first)} | " + " | ".join(cells) + " |"
+                      for label, cells, first in _rows(view, data, metric, steps)]
+            lines.append("")
+    return lines
 
 
 def csv_text(results: dict[str, Any]) -> str:
@@ -168,6 +204,17 @@ def print_tables(results: dict[str, Any], console) -> None:
             floor = _floor(results, data, metric)
             if floor is not None:
                 table.add_row("data vs data", f"{floor:.4g}", *[""] * (len(steps) + 1))
+            console.print(table)
+    view = equal_time_view(results)
+    for data in results["data"] if view else []:
+        steps = _steps(view)
+        for metric in metric_names(results)[:1]:  # the first metric; results.md has them all
+            budget = next((r["budget_seconds"] for r in view["summary"] if r["data"] == data), 0.0)
+            table = Table(title=f"{results['bench']}: {metric} on {data} at equal training time ({budget:.0f} s)")
+            for col in ["entry", "trained steps", *[_step_label(view, k) for k in steps]]:
+                table.add_column(col, justify="left" if col == "entry" else "right")
+            for label, cells, first in _rows(view, data, metric, steps):
+                table.add_row(label, _reached(first), *cells)
             console.print(table)
     for c in results.get("checks", []):
         mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[c["ok"]]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from fewstep.bench.spec import Bench, Job
 from fewstep.errors import CheckpointError
 from fewstep.files import write_json
-from fewstep.run.checkpoint import checkpoint_step, latest_checkpoint, load_config
+from fewstep.run.checkpoint import checkpoint_dirs, checkpoint_step, latest_checkpoint, load_config
 from fewstep.run.records import read_metrics
 from fewstep.run.rundir import blocking_changes
 
@@ -53,39 +53,80 @@ def seconds_per_step(run_dir: Path) -> float | None:
     return total / steps if steps else None
 
 
-def _eval_key(job: Job, step: int, seed: int) -> str:
+def _eval_key(job: Job, step: int, seed: int, steps: list[int]) -> str:
     ev = job.recipe.eval
-    spec = {"checkpoint": step, "seed": seed, "steps": sorted(set(ev.step_counts())),
+    spec = {"checkpoint": step, "seed": seed, "steps": sorted(set(steps)),
             "n": ev.n_samples, "metrics": [m.model_dump(mode="json") for m in ev.metrics],
             "sampler": job.recipe.sampler.model_dump(mode="json"), "ema": ev.use_ema}
     return json.dumps(spec, sort_keys=True)
 
 
-def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, log=None) -> list[dict]:
-    """The run's EMA weights at every step count, once per sampling seed (cached in bench_eval.json)."""
+def evaluate_job(job: Job, regs, seeds: list[int], device: str | None = None, log=None, *,
+                 checkpoint: int | None = None) -> list[dict]:
+    """The run's EMA weights at every step count, once per sampling seed (cached in bench_eval.json).
+
+    ``checkpoint``: an earlier kept checkpoint instead of the latest, measured at ``eval.steps`` only (no
+    many-step reference): what the equal-training-time comparison reads."""
     from fewstep.eval.evaluate import evaluate
     from fewstep.run.rundir import load_run
 
     cache_path = job.eval_cache
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     ev = job.recipe.eval
-    step = checkpoint_step(latest_checkpoint(job.run_dir))
-    keys = {seed: _eval_key(job, step, seed) for seed in seeds}
+    step = checkpoint_step(latest_checkpoint(job.run_dir)) if checkpoint is None else checkpoint
+    steps = ev.step_counts() if checkpoint is None else list(ev.steps)
+    keys = {seed: _eval_key(job, step, seed, steps) for seed in seeds}
     if any(k not in cache for k in keys.values()):
-        _, comps, fm, _ = load_run(job.run_dir, regs, device, use_ema=ev.use_ema)
+        _, comps, fm, _ = load_run(job.run_dir, regs, device, use_ema=ev.use_ema, checkpoint=checkpoint)
         sampler = regs.samplers.build(job.recipe.sampler)
         metrics = {m.name: regs.metrics.build(m) for m in ev.metrics}
-        steps = ev.step_counts()
         for seed, key in keys.items():
             if key in cache:
                 continue
             if log:
-                log(f"  evaluating {job.entry} on {job.data} (train seed {job.seed}, sampling seed {seed})")
+                at = "" if checkpoint is None else f" at step {checkpoint}"
+                log(f"  evaluating {job.entry} on {job.data}{at} (train seed {job.seed}, sampling seed {seed})")
             res = evaluate(comps, fm, metrics, steps, n=ev.n_samples, seed=seed, sampler=sampler,
                            batch_size=ev.batch_size)
             cache[key] = res.as_dict()
             write_json(cache_path, cache)
     return [{"eval_seed": seed, **cache[keys[seed]]} for seed in seeds]
+
+
+def equal_time_budgets(runs: list[dict]) -> dict[tuple[str, int], float]:
+    """Per (data set, training seed): the training seconds of the fastest entry's whole run, the budget at
+    which every entry is compared again ("which objective for a fixed compute?")."""
+    budgets: dict[tuple[str, int], float] = {}
+    for run in runs:
+        if run["train_seconds_per_step"]:
+            key, total = (run["data"], run["seed"]), run["train_seconds_per_step"] * run["train_steps"]
+            budgets[key] = min(budgets.get(key, math.inf), total)
+    return budgets
+
+
+def step_within(run_dir: Path, seconds: float, seconds_per_step: float) -> int | None:
+    """The latest kept checkpoint trained within ``seconds`` at ``seconds_per_step`` (None: none is)."""
+    reached = seconds / seconds_per_step * (1 + 1e-9)
+    steps = [checkpoint_step(d) for d in checkpoint_dirs(run_dir)]
+    return max((k for k in steps if k <= reached), default=None)
+
+
+def evaluate_equal_time(runs: list[dict], jobs: list[Job], regs, seeds: list[int], device, log) -> None:
+    """Add ``equal_time`` to each run: the checkpoint each entry reached within the fastest entry's
+    training time, evaluated at eval.steps. Finer ``train.checkpoint_every`` (and enough
+    ``keep_checkpoints``) in the bench's shared section make the comparison finer."""
+    budgets = equal_time_budgets(runs)
+    for run, job in zip(runs, jobs):
+        budget = budgets.get((run["data"], run["seed"]))
+        if budget is None or not run["train_seconds_per_step"]:
+            continue
+        step = step_within(job.run_dir, budget, run["train_seconds_per_step"])
+        if step is None:
+            log(f"  {job.entry} on {job.data}: no checkpoint kept within {budget:.0f} s of training")
+            continue
+        evals = run["evals"] if step == checkpoint_step(latest_checkpoint(job.run_dir)) else \
+            evaluate_job(job, regs, seeds, device, log, checkpoint=step)
+        run["equal_time"] = {"budget_seconds": budget, "step": step, "evals": evals}
 
 
 def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
@@ -152,9 +193,11 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
                      "run": str(job.run_dir), "train_steps": job.recipe.train.steps,
                      "reference_steps": job.recipe.eval.reference_steps,
                      "train_seconds_per_step": seconds_per_step(job.run_dir), "evals": evals})
+    evaluate_equal_time(runs, bench.jobs, regs, bench.spec.eval.seeds, device, log)
     return {"bench": bench.name, "file": str(bench.path), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "entries": {k: e.label or k for k, e in bench.spec.entries.items()},
-            "data": bench.data_names, "runs": runs, "summary": summarise(runs)}
+            "data": bench.data_names, "runs": runs, "summary": summarise(runs),
+            "equal_time": summarise([{**r, **r["equal_time"]} for r in runs if "equal_time" in r])}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -166,7 +209,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(runs: list[dict]) -> list[dict]:
     """One record per (data, entry, steps): mean and sample std of every metric over all training
-    and sampling seeds, plus NFE, sampling throughput, training time and the data floors."""
+    and sampling seeds, plus NFE, sampling throughput, training time and the data floors (and, for
+    equal-training-time runs, the budget and the training steps each reached)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         groups.setdefault((run["data"], run["entry"]), []).append(run)
@@ -185,6 +229,9 @@ def summarise(runs: list[dict]) -> list[dict]:
                    "samples_per_s": _mean_std([r["samples_per_s"] for r in rows])[0],
                    "train_seconds_per_step": sum(tps) / len(tps) if tps else None,
                    "reference": steps == group[0]["reference_steps"]}
+            if "budget_seconds" in group[0]:  # an equal-training-time record: how far each run got
+                rec["budget_seconds"] = _mean_std([r["budget_seconds"] for r in group])[0]
+                rec["train_steps_reached"] = sorted({r["step"] for r in group})
             for name in metric_names:
                 rec[name], rec[f"{name}_std"] = _mean_std([r[name] for r in rows])
                 rec[f"{name}_floor"] = _mean_std([ev["floor"][name] for ev in evals])[0]

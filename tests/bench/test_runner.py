@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +181,46 @@ def test_a_run_entry_must_be_finished_on_the_bench_data_and_keep_its_training(be
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "the bench cannot evaluate this run as it is (the entry's set changes train.lr)" in res.output
     assert not (out / "runs").exists()  # refused before anything trained
+
+
+def test_entries_are_compared_again_at_the_fastest_entrys_training_time(bench_file, tmp_path, regs, monkeypatch):
+    """IMM at 1.6 s a step against FM at 1 s: within FM's 20 s IMM reaches 12.5 steps, so its step-10
+    checkpoint is evaluated (at eval.steps, every sampling seed) beside FM's final weights."""
+    import fewstep.bench.runner as runner_mod
+    from fewstep.bench.report import markdown
+    from fewstep.bench.runner import run_bench
+
+    monkeypatch.setattr(runner_mod, "seconds_per_step", lambda run_dir: 1.6 if "/imm-" in str(run_dir) else 1.0)
+    bench = load_bench(bench_file, tmp_path / "out", regs)
+    results = run_bench(bench, regs, progress=False)
+    eq = {(r["data"], r["entry"], r["steps"]): r for r in results["equal_time"]}
+    full = {(r["data"], r["entry"], r["steps"]): r for r in results["summary"]}
+    for data in ("eight_gaussians", "moons"):
+        assert eq[data, "fm", 1]["train_steps_reached"] == [20] and eq[data, "imm", 1]["train_steps_reached"] == [10]
+        assert eq[data, "imm", 1]["budget_seconds"] == pytest.approx(20.0)
+        assert (data, "imm", 4) not in eq  # no many-step reference at equal time
+        assert eq[data, "fm", 2]["energy"] == full[data, "fm", 2]["energy"]  # FM's whole run is the budget
+        assert eq[data, "imm", 1]["energy"] != full[data, "imm", 1]["energy"]  # an earlier checkpoint
+        assert eq[data, "imm", 1]["n"] == 2  # both sampling seeds
+    imm_run = next(r for r in results["runs"] if r["entry"] == "imm" and r["data"] == "eight_gaussians")
+    cache = json.loads((Path(imm_run["run"]) / "bench_eval.json").read_text())
+    at_10 = [json.loads(k) for k in cache if json.loads(k)["checkpoint"] == 10]
+    assert [(k["seed"], k["steps"]) for k in at_10] == [(0, [1, 2]), (1, [1, 2])]
+    text = markdown(results)
+    assert "## At equal training time" in text and "### moons: 20 s of training" in text
+
+
+def test_step_within_takes_the_last_checkpoint_inside_the_budget(tmp_path):
+    from fewstep.bench.runner import equal_time_budgets, step_within
+
+    for k in (100, 200, 300):
+        d = tmp_path / "checkpoints" / f"step_{k:07d}"
+        d.mkdir(parents=True)
+        for name in ("model.safetensors", "ema.safetensors", "config.json", "state.pt"):
+            (d / name).write_text("")
+    assert step_within(tmp_path, 20.0, 0.1) == 200  # reaches exactly step 200
+    assert step_within(tmp_path, 19.9, 0.1) == 100
+    assert step_within(tmp_path, 5.0, 0.1) is None
+    runs = [{"data": "a", "seed": 0, "train_seconds_per_step": tps, "train_steps": n}
+            for tps, n in ((0.1, 300), (0.05, 300), (None, 300))]
+    assert equal_time_budgets(runs) == {("a", 0): 15.0}
