@@ -61,6 +61,11 @@ class TrainingDiverged(FewstepError):
     """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
 
 
+class NonFiniteTangent(TrainingDiverged):
+    """A forward-mode derivative of the flow map (``FlowMap.jvp``) came out NaN or inf; the message names
+    the backbone layer where it first appeared (attention, a normalisation, the time embedding...)."""
+
+
 class TrainingInterrupted(FewstepError):
     """SIGINT or SIGTERM during training: the step in progress was finished and a checkpoint written
     (exit 130, as a shell reports Ctrl-C). ``resume`` is the command that continues the run, when the

@@ -18,6 +18,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fewstep.errors import NonFiniteTangent
 from fewstep.interpolants import OTFM, Interpolant, bcast
 from fewstep.protocols import GroupedTimes
 
@@ -282,7 +283,39 @@ class FlowMap(nn.Module):
             f = bcast(c_skip, x_d) * x_d + bcast(c_out, x_d) * G
             (f, df), (G, dG) = fwAD.unpack_dual(f), fwAD.unpack_dual(G)
         zero = lambda p, d: torch.zeros_like(p) if d is None else d  # noqa: E731  (no dependence: a zero tangent)
-        return FlowMapJVP(f, zero(f, df), G, zero(G, dG))
+        out = FlowMapJVP(f, zero(f, df), G, zero(G, dG))
+        if not torch.isfinite(out.dG).all():  # a guard: MeanFlow, sCM and TVM users meet NaN tangents
+            raise NonFiniteTangent(self._first_nonfinite_tangent(x_t, s, t, (dx, ds, dt), cond, guidance))
+        return out
+
+    def _first_nonfinite_tangent(self, x_t, s, t, tangent, cond, guidance) -> str:
+        """Re-run the JVP with hooks on every backbone layer and name the first whose output tangent is
+        not finite while its inputs' are: where the NaN or inf arises (docs/objectives.md §3.10, §4.7)."""
+        from fewstep.networks.wrappers import unwrap
+
+        found: list[str] = []
+
+        def finite(v) -> bool:
+            d = fwAD.unpack_dual(v).tangent if torch.is_tensor(v) else None
+            return d is None or bool(torch.isfinite(d).all())
+
+        def hook(name):
+            def check(module, inputs, output):
+                outs = output if isinstance(output, (tuple, list)) else (output,)
+                if not found and all(finite(v) for v in inputs) and not all(finite(v) for v in outs):
+                    found.append(f"{name or 'the backbone'} ({type(module).__name__})")
+            return check
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in unwrap(self.net).named_modules()]
+        try:
+            with torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
+                dx, ds, dt = tangent
+                self.G(fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt), cond, guidance)
+        finally:
+            for h in handles:
+                h.remove()
+        where = found[0] if found else "the flow map's coefficients (c_in, c_skip, c_out), not a backbone layer"
+        return f"the flow map's JVP tangent is not finite: it first appears in {where}"
 
     def with_net(self, net: nn.Module) -> "FlowMap":
         """The same flow map around other weights (an EMA copy, a target network)."""

@@ -181,3 +181,33 @@ def test_a_ddp_backbone_is_differentiated_and_its_gradient_synchronised(regs, tm
         assert all(p.grad is not None for p in net.parameters())
     finally:
         dist.destroy_process_group()
+
+
+class _Root(torch.nn.Module):
+    def forward(self, h):
+        return h.abs().sqrt()  # d sqrt(|h|)/dh is infinite at h = 0: a finite value with a NaN tangent
+
+
+class _Backbone(torch.nn.Module):
+    """Linear -> sqrt|.| -> Linear, the first layer zeroed so the root sees exactly 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.root, self.out = torch.nn.Linear(4, 8), _Root(), torch.nn.Linear(8, 2)
+        torch.nn.init.zeros_(self.inp.weight)
+        torch.nn.init.zeros_(self.inp.bias)
+
+    def forward(self, x, t, s=None, cond=None):
+        return self.out(self.root(self.inp(torch.cat([x, t[:, None], s[:, None]], dim=1))))
+
+
+def test_a_non_finite_tangent_names_the_layer_where_it_appears():
+    from fewstep.errors import NonFiniteTangent, TrainingDiverged
+
+    fm = FlowMap(_Backbone(), OTFM(), "euler_fm", second_time="stride", time_scale=1.0)
+    x, s, t = torch.randn(3, 2), torch.full((3,), 0.2), torch.full((3,), 0.7)
+    assert torch.isfinite(fm.f(x, s, t)).all()  # the values are fine
+    with pytest.raises(NonFiniteTangent) as info:
+        fm.jvp(x, s, t, (torch.ones_like(x), 0, 1))
+    assert isinstance(info.value, TrainingDiverged)
+    assert str(info.value) == "the flow map's JVP tangent is not finite: it first appears in root (_Root)"

@@ -83,6 +83,9 @@ class TrainConfig(Section):
     threads: Optional[int] = Field(
         1, ge=1, description="torch CPU threads; on a loaded 2-core machine 1 can be 5-70x faster than 2.")
     log_every: int = Field(100, ge=1, description="Steps between metrics.jsonl records and status lines.")
+    spike_factor: Optional[float] = Field(
+        10.0, gt=1, description="Report a step whose loss exceeds this many times its running mean (a line with "
+                                "the step, and loss_spikes in metrics.jsonl); null = off. The run goes on.")
     checkpoint_every: int = Field(1000, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
     sample_every: Optional[int] = Field(None, ge=1, description="Steps between sample PNGs; null = only at the end.")

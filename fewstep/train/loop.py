@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from fewstep.config import recipe_dict
-from fewstep.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from fewstep.errors import ConfigError, NonFiniteTangent, TrainingDiverged, TrainingInterrupted
 from fewstep.networks.wrappers import unwrap_ddp
 from fewstep.protocols import Stateful, Trainable
 from fewstep.run.checkpoint import latest_checkpoint, load_state, load_weights, save_checkpoint
@@ -32,6 +32,7 @@ from fewstep.train.ema import EMA
 from fewstep.train.interrupt import StopRequests
 from fewstep.train.precision import Precision
 from fewstep.train.progress import Progress
+from fewstep.train.spikes import SpikeWatch
 from fewstep.train.state import TrainState
 
 # on_samples(step, ema_net): called on rank 0 when sample grids are due (the caller draws them)
@@ -140,6 +141,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
     bar = Progress(cfg.steps, start, label or run_dir.parent.name, enabled=progress and dist.main)
     t_start = t_log = time.perf_counter()
     loss_sum, n_sum, logs_sum = torch.zeros((), device=comps.device), 0, {}
+    spikes, n_spikes = SpikeWatch(cfg.spike_factor), 0
     net.train()
     on_cuda = comps.device.type == "cuda"
     stops = StopRequests().install()  # SIGINT/SIGTERM: finish the step, write a checkpoint, then stop
@@ -168,6 +170,13 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                         prec.backward(loss / accumulate)
                     except torch.cuda.OutOfMemoryError:
                         raise out_of_memory(shard_size, accumulate) from None
+                    except NonFiniteTangent as exc:
+                        raise TrainingDiverged(f"{exc} at step {step + 1}; last good checkpoint kept in "
+                                               f"{run_dir / 'checkpoints'}") from None
+                if m == 0 and (spike := spikes(step + 1, float(loss))) is not None:  # a report; the run goes on
+                    n_spikes += 1
+                    if dist.main:
+                        bar.note(spike)
                 loss_sum += loss.detach() / accumulate
                 for k, v in logs.items():
                     v = v.detach() if torch.is_tensor(v) else float(v)
@@ -191,7 +200,8 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                 rec = {"step": done, "loss": dist.mean(loss_sum).item() / n_sum, "lr": opt.param_groups[0]["lr"],
                        "grad_norm": float(grad_norm), "steps_per_s": n_sum / (now - t_log),
                        "samples_per_s": n_sum * cfg.batch_size / (now - t_log),
-                       **{k: float(v) / n_sum for k, v in logs_sum.items()}}
+                       **{k: float(v) / n_sum for k, v in logs_sum.items()},
+                       **({"loss_spikes": n_spikes} if n_spikes else {})}
                 if dist.world > 1:  # DDP keeps the ranks equal; say so, or stop if they are not
                     sums = dist.gather(weights_checksum(net), comps.device)
                     if len(set(sums)) != 1:
@@ -201,7 +211,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                     append_metrics(run_dir, rec)
                 bar.status(done, {"loss": rec["loss"], "it/s": rec["steps_per_s"]})
                 loss_sum.zero_()
-                n_sum, logs_sum, t_log = 0, {}, now
+                n_sum, logs_sum, t_log, n_spikes = 0, {}, now, 0
 
             # checkpoint and sample grids
             if done % cfg.checkpoint_every == 0 or done == end:

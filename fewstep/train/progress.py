@@ -36,6 +36,13 @@ class Progress:
             print(f"[{self.description}] step {step}/{self.total}  {info}  ({elapsed:.0f}s, "
                   f"{eta(step - self.start, self.total - step, elapsed)} left)", file=sys.stderr, flush=True)
 
+    def note(self, line: str) -> None:
+        """A line above the bar (or on stderr without a terminal), e.g. a loss spike."""
+        if self._bar is not None:
+            self._bar.console.print(line, markup=False, highlight=False)
+        elif self.enabled:
+            print(f"[{self.description}] {line}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()

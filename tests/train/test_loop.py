@@ -208,3 +208,21 @@ def test_an_objectives_own_parameters_are_trained_checkpointed_and_resumed(recip
     assert resumed.start_step == 40 and torch.equal(made[-1].w.detach(), w_straight)
     for a, b in zip(weights(straight.run_dir), weights(resumed.run_dir)):
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_loss_spike_is_reported_with_its_step_and_counted_and_the_run_goes_on(recipe, regs, monkeypatch, capsys):
+    from fewstep_fm.objective import FlowMatching
+
+    original = FlowMatching.loss
+
+    def spike_at_150(self, fm, batch, step):
+        loss, logs = original(self, fm, batch, step)
+        return (loss * 1000 if step == 149 else loss), logs
+
+    monkeypatch.setattr(FlowMatching, "loss", spike_at_150)
+    result = train_recipe(recipe(steps=200, every=200), registries=regs, progress=True)
+    assert result.end_step == 200
+    lines = [line for line in capsys.readouterr().err.splitlines() if "spike" in line]
+    assert len(lines) == 1 and "loss spike at step 150: " in lines[0] and "x its running mean" in lines[0]
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss_spikes"]) for r in records if "loss_spikes" in r] == [(150, 1)]
