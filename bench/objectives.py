@@ -1,0 +1,68 @@
+"""Each objective's training-step time over flow matching's, in the framework's own loop.
+
+    .venv/bin/python bench/objectives.py                          # the toy recipes: 4x256 MLP, batch 1024
+    .venv/bin/python bench/objectives.py --data digits --unet     # the digits recipes with a small UNet
+    .venv/bin/python bench/objectives.py --only fm meanflow tvm --steps 20 --repeats 3
+
+For every objective, its ``<name>_toy.yaml`` (or ``<name>_digits.yaml``) recipe is loaded with the same
+network and batch and trained by ``fewstep.train.loop.train`` in a paused worker thread (common.SteppedLoop),
+one step of each objective in turn, so all see the same machine load. Printed: the median step time and
+the ratio to FM per chunk (min / median / max). Targets (issue 13): the objectives that differentiate the
+flow map (MeanFlow, sCT, TVM) at <= 1.8x FM: one forward-mode pass should cost about one extra forward.
+With ``--unet`` the network is the digits UNet (16 x 16 digits, channels 32/64, attention at the second
+level), the JVP going through its attention layers.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import common as C
+from overhead import framework_loop
+
+OBJECTIVES = ["fm", "ct", "imm", "shortcut", "meanflow", "sct", "tvm"]
+JVP = {"meanflow", "sct", "tvm"}
+UNET = ["network={name: unet, channels: [32, 64], attention: [false, true], layers_per_block: 1, norm_groups: 8, "
+        "dropout: 0.0}", "data.size=16"]
+
+
+def main() -> None:
+    ap = C.parser(__doc__.split("\n\n")[0], recipe=None)
+    ap.add_argument("--data", choices=("toy", "digits"), default="toy", help="which recipes (default toy)")
+    ap.add_argument("--unet", action="store_true", help="the digits UNet instead of the recipes' MLP")
+    ap.add_argument("--only", nargs="+", default=None, help=f"objectives to time (default {' '.join(OBJECTIVES)})")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per chunk and objective (default 30)")
+    ap.add_argument("--warm", type=int, default=5, help="untimed steps per objective first (default 5)")
+    args = ap.parse_args()
+    device = C.setup(args)
+    names = args.only or OBJECTIVES
+    if "fm" not in names:
+        names = ["fm", *names]
+    extra = ["train.sample_every=1", "train.steps=1000000000", *(UNET if args.unet else [])]
+    loops, tmp = {}, tempfile.TemporaryDirectory()
+    for name in names:
+        path = f"recipes/{name}_{args.data}.yaml"
+        recipe, comps = C.load(path, device, args.batch, extra)
+        loops[name] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / name), device, args.threads)
+        print(f"{name}: {path}, network {recipe.network.name}, batch {recipe.train.batch_size}", flush=True)
+    print(f"machine: {C.machine(device)}\n{args.repeats} chunks x {args.steps} steps per objective, interleaved "
+          f"{args.per_turn} step(s) per turn; per-chunk figure: {args.stat} step", flush=True)
+    try:
+        t = C.race({n: lp.run for n, lp in loops.items()}, args.repeats, args.steps, args.warm, args.per_turn,
+                   args.stat)
+    finally:
+        for lp in loops.values():
+            lp.close()
+        tmp.cleanup()
+    for name, v in t.items():
+        print(f"  {name:<9s} step {C.fmt_ms(v)}")
+    for name in names[1:]:
+        rs = C.ratios(t[name], t["fm"])
+        if name in JVP:
+            C.report_ratio(f"{name} / fm", rs, "<= 1.8x", C.spread(rs)[1] <= 1.8)
+        else:
+            C.report_ratio(f"{name} / fm", rs)
+
+
+if __name__ == "__main__":
+    main()
