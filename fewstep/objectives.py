@@ -75,9 +75,18 @@ class EMATarget:
         self.decay = float(decay)
         self.net: nn.Module | None = None
         self._pending: dict | None = None
+        self._step: int | None = None
 
-    def flowmap(self, fm: FlowMap) -> FlowMap:
-        """Update theta- towards fm's weights and return the flow map around theta-."""
+    def flowmap(self, fm: FlowMap, step: int | None = None) -> FlowMap:
+        """Update theta- towards fm's weights and return the flow map around theta-.
+
+        With ``step`` (the training step the objective's ``loss`` is given), theta- moves once per optimiser
+        step, at its first call: with gradient accumulation ``loss`` runs once per shard, and an update per
+        call would make the decay d^shards. Without it, every call updates."""
+        if self.net is not None and step is not None and step == self._step:
+            self.net.train(fm.net.training)
+            return fm.with_net(self.net)
+        self._step = step
         if self.net is None:  # (the plain module, not a DDP or torch.compile wrapper)
             self.net = copy.deepcopy(unwrap(fm.net)).requires_grad_(False)
             if self._pending is not None:  # a resumed run continues the checkpointed EMA

@@ -215,3 +215,27 @@ def test_ema_target_copies_buffers_and_averages_parameters():
         net.stat.fill_(3.0)
     ema.flowmap(fm)
     assert torch.equal(ema.net.w, torch.full((2,), 0.5)) and torch.equal(ema.net.stat, torch.full((2,), 3.0))
+
+
+def test_ema_target_moves_once_per_optimiser_step_whatever_the_shards():
+    """With the step, loss calls of one step (one per accumulated shard) share one EMA move: accumulating
+    4 shards gives the EMA of an unaccumulated run, not decay^4."""
+    from fewstep.networks.mlp import MLP
+
+    torch.manual_seed(0)
+    fm = FlowMap(MLP((2,), width=8, depth=1, emb_dim=4), OTFM(0.5), "euler_fm", "s")
+    w0 = [p.detach().clone() for p in fm.net.parameters()]
+    per_step, per_call = EMATarget(0.5), EMATarget(0.5)
+    for ema in (per_step, per_call):
+        ema.flowmap(fm, 0)
+    with torch.no_grad():
+        for p in fm.net.parameters():
+            p.add_(1.0)
+    for _ in range(4):  # four shards of step 1
+        target = per_step.flowmap(fm, 1)
+        per_call.flowmap(fm)
+    assert target.net is per_step.net
+    assert all(torch.allclose(a, b + 0.5) for a, b in zip(per_step.net.parameters(), w0))  # one move
+    assert all(torch.allclose(a, b + 1 - 0.5**4) for a, b in zip(per_call.net.parameters(), w0))  # without step
+    per_step.flowmap(fm, 2)
+    assert all(torch.allclose(a, b + 0.75) for a, b in zip(per_step.net.parameters(), w0))

@@ -173,7 +173,7 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
                     except NonFiniteTangent as exc:
                         raise TrainingDiverged(f"{exc} at step {step + 1}; last good checkpoint kept in "
                                                f"{run_dir / 'checkpoints'}") from None
-                if m == 0 and (spike := spikes(step + 1, float(loss.detach()))) is not None:  # a report; the run goes on
+                if m == 0 and (spike := spikes(step + 1, float(loss.detach()))) is not None:  # reported; goes on
                     n_spikes += 1
                     if dist.main:
                         bar.note(spike)

@@ -53,9 +53,9 @@ class IMM:
             raise ConfigError(f"objective.group_size: {m} must divide the per-device batch ({batch})")
         return m
 
-    def target_flowmap(self, fm: FlowMap) -> FlowMap:
-        """theta-: the current weights (default), or their EMA when target = ema."""
-        return fm if self._ema is None else self._ema.flowmap(fm)
+    def target_flowmap(self, fm: FlowMap, step: int | None = None) -> FlowMap:
+        """theta-: the current weights (default), or their EMA when target = ema (moved once per step)."""
+        return fm if self._ema is None else self._ema.flowmap(fm, step)
 
     # --- the loss ------------------------------------------------------------------------------
     def loss(self, fm: FlowMap, batch, step: int):
@@ -71,20 +71,20 @@ class IMM:
         cond_online = fm.drop_labels(cond, cfg.label_dropout)
         cond_target = cond_online if cfg.target_labels == "same" else cond
 
-        loss, mmd = self.matching_loss(fm, x_t, x_r, s, r, t, cond_online, cond_target)
+        loss, mmd = self.matching_loss(fm, x_t, x_r, s, r, t, cond_online, cond_target, step)
         return loss, {"mmd2": mmd.detach().mean(), "r_is_s": (r == s).double().mean()}
 
     def matching_loss(self, fm: FlowMap, x_t: Tensor, x_r: Tensor, s: Tensor, r: Tensor, t: Tensor,
-                      cond_online: Tensor | None = None, cond_target: Tensor | None = None
-                      ) -> tuple[Tensor, Tensor]:
+                      cond_online: Tensor | None = None, cond_target: Tensor | None = None,
+                      step: int | None = None) -> tuple[Tensor, Tensor]:
         """mean_i w(s_i, t_i) MMD^2_i between y = f(x_t, s, t) and the stop-gradient y~ = f(x_r, s, r)
         (IMM Eq. 12, 67). x_t, x_r: [B, ...] in groups of M consecutive samples; s, r, t: one per
-        group, [B/M]. Returns (loss, per-group MMD^2)."""
+        group, [B/M]; ``step`` moves an EMA target once per optimiser step. Returns (loss, per-group MMD^2)."""
         cfg = self.cfg
         G = s.shape[0]
         M = x_t.shape[0] // G
         s_, r_, t_ = (v.to(x_t.dtype) for v in (s, r, t))  # grouped times: one per group of M
-        y, y_tilde = online_and_target(fm, self.target_flowmap(fm), (x_t, s_, t_, cond_online),
+        y, y_tilde = online_and_target(fm, self.target_flowmap(fm, step), (x_t, s_, t_, cond_online),
                                        (x_r, s_, r_, cond_target), shared_dropout=cfg.shared_dropout,
                                        target_fp32=cfg.target_fp32)
         w_tilde = kernel_bandwidth(fm, s, t, cfg.bandwidth).to(y.dtype)

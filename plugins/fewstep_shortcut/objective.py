@@ -68,10 +68,10 @@ class Shortcut:
         s = (t - step).clamp_min(ip.eps)
         return s, 0.5 * (s + t), t
 
-    def target_flowmap(self, fm):
+    def target_flowmap(self, fm, step: int | None = None):
         """The network of the two half steps: ``fm`` itself (used under no_grad), or ``fm`` around an
-        EMA copy of its weights, updated once per call (SC's bootstrap_ema)."""
-        return fm if self._ema is None else self._ema.flowmap(fm)
+        EMA copy of its weights, moved once per optimiser step (SC's bootstrap_ema)."""
+        return fm if self._ema is None else self._ema.flowmap(fm, step)
 
     def _clip(self, v: Tensor) -> Tensor:
         """v clipped to +-clip sigma_d (SC-code's jnp.clip(., -4, 4) on unit-scale data), or v."""
@@ -103,7 +103,7 @@ class Shortcut:
             xb, cb = x[:nb], None if cond is None else cond[:nb]
             s, m, t = (v.to(x.dtype) for v in self.bootstrap_times(nb, x.device))
             x_t = ip.interpolate(xb, noise[:nb], t)
-            target = self.target_flowmap(fm)
+            target = self.target_flowmap(fm, step)
             with torch.no_grad():
                 y_tilde = target.f(self._clip(target.f(x_t, m, t, cb)), s, m, cb)
                 if self.cfg.clip is not None:  # SC-code clips the target velocity (s1 + s2) / 2

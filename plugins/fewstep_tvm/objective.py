@@ -68,7 +68,6 @@ class TVM:
     def __init__(self, cfg, interpolant: Interpolant):
         self.cfg, self.ip = cfg, interpolant
         self._ema = EMATarget(cfg.target_ema_decay)
-        self._ema_step: int | None = None
 
     # --- pieces, public so that tests can use them ----------------------------------------------------
     def times(self, n: int, device=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -80,11 +79,7 @@ class TVM:
         """The flow map around theta-bar, the EMA target ([TVM] training_loop.py ``ema_target``, decay
         ``ema_target_beta``): theta-bar <- d theta-bar + (1 - d) theta once per optimiser step (at its first
         shard; a copy of theta at the first call), in eval mode as the official teacher."""
-        if self._ema.net is None or step != self._ema_step:
-            target = self._ema.flowmap(fm)
-            self._ema_step = step
-        else:
-            target = fm.with_net(self._ema.net)
+        target = self._ema.flowmap(fm, step)
         target.net.eval()
         return target
 

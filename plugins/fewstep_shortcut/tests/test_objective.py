@@ -124,7 +124,7 @@ def test_bootstrap_row_count(batch, frac, expected):
 
 def _step(obj, fm, seed):
     torch.manual_seed(seed)
-    loss, _ = obj.loss(fm, Batch(torch.randn(16, 2, dtype=F64)), 0)
+    loss, _ = obj.loss(fm, Batch(torch.randn(16, 2, dtype=F64)), seed)  # step = seed: one EMA move each
     loss.backward()
     with torch.no_grad():  # a stand-in optimiser step, so the weights move
         for p in fm.net.parameters():
