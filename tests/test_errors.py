@@ -35,7 +35,7 @@ def test_a_failed_run_exits_with_1_and_is_not_a_config_error():
 
 def test_every_exception_class_of_the_module_derives_from_fewstep_error():
     classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
-    assert set(classes) == {FewstepError, TrainingDiverged, TrainingInterrupted, *USER_ERRORS}
+    assert set(classes) == {FewstepError, TrainingDiverged, errors.NonFiniteTangent, TrainingInterrupted, *USER_ERRORS}
 
 
 def test_an_interrupted_run_exits_with_130_in_one_line_naming_the_run_and_how_to_resume():
