@@ -3,6 +3,7 @@
     .venv/bin/python bench/objectives.py                          # the toy recipes: 4x256 MLP, batch 1024
     .venv/bin/python bench/objectives.py --data digits --unet     # the digits recipes with a small UNet
     .venv/bin/python bench/objectives.py --only fm meanflow tvm --steps 20 --repeats 3
+    .venv/bin/python bench/objectives.py --only tvm tvm:objective.fused_pass=false   # a variant beside it
 
 For every objective, its ``<name>_toy.yaml`` (or ``<name>_digits.yaml``) recipe is loaded with the same
 network and batch and trained by ``fewstep.train.loop.train`` in a paused worker thread (common.SteppedLoop),
@@ -30,7 +31,9 @@ def main() -> None:
     ap = C.parser(__doc__.split("\n\n")[0], recipe=None)
     ap.add_argument("--data", choices=("toy", "digits"), default="toy", help="which recipes (default toy)")
     ap.add_argument("--unet", action="store_true", help="the digits UNet instead of the recipes' MLP")
-    ap.add_argument("--only", nargs="+", default=None, help=f"objectives to time (default {' '.join(OBJECTIVES)})")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help=f"objectives to time (default {' '.join(OBJECTIVES)}); NAME:PATH=VALUE adds a variant of "
+                         "NAME's recipe with that field set")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per chunk and objective (default 30)")
     ap.add_argument("--warm", type=int, default=5, help="untimed steps per objective first (default 5)")
     args = ap.parse_args()
@@ -41,8 +44,9 @@ def main() -> None:
     extra = ["train.sample_every=1", "train.steps=1000000000", *(UNET if args.unet else [])]
     loops, tmp = {}, tempfile.TemporaryDirectory()
     for name in names:
-        path = f"recipes/{name}_{args.data}.yaml"
-        recipe, comps = C.load(path, device, args.batch, extra)
+        base, _, change = name.partition(":")
+        path = f"recipes/{base}_{args.data}.yaml"
+        recipe, comps = C.load(path, device, args.batch, [*extra, *([change] if change else [])])
         loops[name] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / name), device, args.threads)
         print(f"{name}: {path}, network {recipe.network.name}, batch {recipe.train.batch_size}", flush=True)
     print(f"machine: {C.machine(device)}\n{args.repeats} chunks x {args.steps} steps per objective, interleaved "
@@ -58,7 +62,7 @@ def main() -> None:
         print(f"  {name:<9s} step {C.fmt_ms(v)}")
     for name in names[1:]:
         rs = C.ratios(t[name], t["fm"])
-        if name in JVP:
+        if name.partition(":")[0] in JVP:
             C.report_ratio(f"{name} / fm", rs, "<= 1.8x", C.spread(rs)[1] <= 1.8)
         else:
             C.report_ratio(f"{name} / fm", rs)

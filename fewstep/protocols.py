@@ -21,7 +21,8 @@ What a component may add, each a protocol of its own that the core tests with ``
 - on a Config model (the class or an instance): :class:`ChecksRecipe` (cross-section checks),
   :class:`HasDefaultSampler` (an objective's sampler), :class:`HasEtaRange` (an interpolant's eta
   range, checked against sampler times without torch), :class:`HasExample` (what the conformance kit
-  builds it with), :class:`HasExampleShape` (the sample shape the kit feeds a network).
+  builds it with), :class:`HasExampleShape` (the sample shape the kit feeds a network),
+  :class:`HasExampleSections` (the recipe sections the kit trains an objective in).
 
 This module imports no torch (types only).
 """
@@ -41,8 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
 __all__ = [
     "ChecksRecipe", "Dataset", "GroupedTimes", "HasDefaultSampler", "HasEtaRange", "HasExample",
-    "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware", "Sampler",
-    "NamesResources", "Trainable", "NotesReference", "OwnReference", "Stateful", "StoredImages",
+    "HasExampleSections", "HasExampleShape", "ImageData", "Kernel", "Metric", "Network", "Objective", "RunAware",
+    "Sampler", "NamesResources", "Trainable", "NotesReference", "OwnReference", "Stateful", "StoredImages",
 ]
 
 Location = tuple  # a recipe location such as ("objective", "group_size")
@@ -237,3 +238,11 @@ class HasExampleShape(Protocol):
     """One sample's shape that the conformance kit feeds a network (default (2,))."""
 
     example_shape: ClassVar[tuple[int, ...]]
+
+
+@runtime_checkable
+class HasExampleSections(Protocol):
+    """Recipe sections an objective needs in the conformance kit's tiny recipe (default: OT-FM, Euler-FM),
+    e.g. sCT's ``{"interpolant": {"name": "vp_cosine"}, "flowmap": {"parameterisation": "simple_edm", ...}}``."""
+
+    example_sections: ClassVar[dict[str, dict[str, Any]]]

@@ -29,6 +29,7 @@ from fewstep.protocols import (
     Dataset,
     GroupedTimes,
     HasExample,
+    HasExampleSections,
     HasExampleShape,
     ImageData,
     Kernel,
@@ -209,6 +210,8 @@ def check_objective(entry: Entry, config: dict[str, Any] | None = None, registri
 
     check_config(entry, config)
     regs = registries or get_registries()
+    if isinstance(entry.config, HasExampleSections):  # e.g. sCT needs TrigFlow's interpolant and flow map
+        sections = {**entry.config.example_sections, **sections}
     comps = build_components(tiny_recipe(regs, objective={**(config or {}), "name": entry.name}, **sections), regs)
     _assert(isinstance(comps.objective, Objective), entry, "an objective has loss(flowmap, batch, step)")
     batch = comps.dataset.sample(16, torch.Generator().manual_seed(0))

@@ -52,6 +52,10 @@ class SCTConfig(ComponentConfig):
     # Other step counts: uniform in tau (the paper reports 1 and 2 steps only).
     default_sampler: ClassVar[dict] = {"name": "restart", "schedule": "eta", "mid_etas": [MID_ETA],
                                        "sigma_max": SIGMA_MAX}
+    # what the conformance kit trains it in: TrigFlow's interpolant and flow map (docs/objectives.md §4.1)
+    example_sections: ClassVar[dict] = {
+        "interpolant": {"name": "vp_cosine", "eps": 0.0},
+        "flowmap": {"parameterisation": "simple_edm", "second_time": "none", "time_scale": TIME_SCALE}}
 
     p_mean: float = Field(
         -1.0, description="P_mean: ln(sigma_d tan t) ~ N(P_mean, P_std^2) (sCM Alg. 1; CIFAR-10: -1.0, sCM App. G.2 "
