@@ -16,10 +16,10 @@ from typing import Iterator, Literal
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fewstep.errors import NonFiniteTangent
 from fewstep.interpolants import OTFM, Interpolant, bcast
+from fewstep.networks.attention import differentiable_attention
 from fewstep.protocols import GroupedTimes
 
 Tensor = torch.Tensor
@@ -268,15 +268,15 @@ class FlowMap(nn.Module):
         Gradients flow through all four outputs (reverse-over-forward, as TVM's loss needs); a target
         that needs none calls this under ``torch.no_grad()``. Forward-mode AD (``torch.autograd.forward_ad``)
         runs through a DDP-wrapped backbone, so its gradient all-reduce still fires, which ``torch.func.jvp``
-        cannot do. Attention runs on PyTorch's math kernel here only: the fused kernels have no
-        forward-mode rule.
+        cannot do. Attention runs on plain ops here only (:mod:`fewstep.networks.attention`): the fused kernels
+        have no forward-mode rule, and torch's softmax rule cannot be back-propagated through.
         """
         s, t = self._times(x_t, s, t)
         dx, ds, dt = tangent
         dx = torch.zeros_like(x_t) if not torch.is_tensor(dx) and dx == 0 else torch.as_tensor(dx).to(x_t)
         ds, dt = (torch.as_tensor(d, dtype=v.dtype, device=v.device).expand_as(v).clone()
                   for d, v in ((ds, s), (dt, t)))
-        with fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
+        with fwAD.dual_level(), differentiable_attention():
             x_d, s_d, t_d = fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt)
             G = self.G(x_d, s_d, t_d, cond, guidance)
             c_skip, c_out = self.param.f(self.interpolant, s_d, t_d)
@@ -308,7 +308,7 @@ class FlowMap(nn.Module):
 
         handles = [m.register_forward_hook(hook(n)) for n, m in unwrap(self.net).named_modules()]
         try:
-            with torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
+            with torch.no_grad(), fwAD.dual_level(), differentiable_attention():
                 dx, ds, dt = tangent
                 self.G(fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt), cond, guidance)
         finally:

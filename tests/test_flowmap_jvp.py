@@ -211,3 +211,28 @@ def test_a_non_finite_tangent_names_the_layer_where_it_appears():
         fm.jvp(x, s, t, (torch.ones_like(x), 0, 1))
     assert isinstance(info.value, TrainingDiverged)
     assert str(info.value) == "the flow map's JVP tangent is not finite: it first appears in root (_Root)"
+
+
+@pytest.mark.parametrize("name", ["unet", "dit", "ddpmpp"])
+def test_gradients_flow_through_the_tangent_of_every_attention_backbone(regs, name):
+    """TVM back-propagates through d f / d s: the attention inside the JVP must allow it (torch's softmax rule
+    does not), and the gradient along a parameter direction equals differences of the loss."""
+    net, shape = backbone(regs, name)
+    fm = FlowMap(net, OTFM(), "euler_fm", second_time="stride", time_scale=1000.0, num_classes=3)
+    x, s, t, _ = inputs(shape)
+
+    def loss():
+        return fm.jvp(x, s, t, (0, 1, 0)).df.pow(2).sum()
+
+    loss().backward()
+    params = [p for p in net.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert params and all(torch.isfinite(p.grad).all() for p in params)
+    p = max(params, key=lambda q: q.numel())
+    direction = torch.randn_like(p)
+    with torch.no_grad():
+        p.add_(1e-6 * direction)
+        up = loss()
+        p.sub_(2e-6 * direction)
+        down = loss()
+        p.add_(1e-6 * direction)
+    assert torch.allclose((p.grad * direction).sum(), (up - down) / 2e-6, rtol=1e-5)

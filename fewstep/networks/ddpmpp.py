@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewstep.networks import NetworkSpec
+from fewstep.networks.attention import softmax
 from fewstep.networks.embeddings import full_precision
 
 Tensor = torch.Tensor
@@ -116,7 +117,7 @@ class Block(nn.Module):
             # qkv channels are interleaved (q_0, k_0, v_0, q_1, ...), as in the released checkpoints
             q, k, v = self.qkv(self.norm2(x)).reshape(b, c, 3, hh * ww).unbind(2)
             wide = torch.promote_types(q.dtype, torch.float32)  # EDM's float32 softmax; float64 stays float64
-            w = torch.einsum("ncq,nck->nqk", q.to(wide), k.to(wide) / math.sqrt(c)).softmax(dim=2).to(q.dtype)
+            w = softmax(torch.einsum("ncq,nck->nqk", q.to(wide), k.to(wide) / math.sqrt(c)), dim=2).to(q.dtype)
             a = torch.einsum("nqk,nck->ncq", w, v).reshape(b, c, hh, ww)
             x = (self.proj(a) + x) * SKIP_SCALE
         return x
