@@ -124,8 +124,11 @@ def evaluate_equal_time(runs: list[dict], jobs: list[Job], regs, seeds: list[int
         if step is None:
             log(f"  {job.entry} on {job.data}: no checkpoint kept within {budget:.0f} s of training")
             continue
-        evals = run["evals"] if step == checkpoint_step(latest_checkpoint(job.run_dir)) else \
-            evaluate_job(job, regs, seeds, device, log, checkpoint=step)
+        if step == checkpoint_step(latest_checkpoint(job.run_dir)):  # the final weights: drop the reference row
+            keep = set(job.recipe.eval.steps)
+            evals = [{**ev, "rows": [r for r in ev["rows"] if r["steps"] in keep]} for ev in run["evals"]]
+        else:
+            evals = evaluate_job(job, regs, seeds, device, log, checkpoint=step)
         run["equal_time"] = {"budget_seconds": budget, "step": step, "evals": evals}
 
 
