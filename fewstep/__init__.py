@@ -1,4 +1,4 @@
-"""fewstep: train and compare few-step generative models (IMM, consistency training, flow matching).
+"""fewstep: train and compare few-step generative models (IMM, MeanFlow, sCT, TVM, shortcut, CT, FM).
 
 This module stays light (no torch import) so that the CLI answers ``--help`` and ``check`` fast.
 Plugin authors need ``fewstep.hookimpl`` and ``fewstep.ComponentConfig``; a new sampler or interpolant

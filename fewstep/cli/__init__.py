@@ -48,7 +48,7 @@ class PlainCommand(TyperCommand):
 
 app = typer.Typer(
     name="fewstep",
-    help="Train and compare few-step generative models (IMM, consistency training, flow matching).",
+    help="Train and compare few-step generative models (IMM, MeanFlow, sCT, TVM, shortcut, CT, FM).",
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -71,7 +71,7 @@ def _register() -> None:
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context, version: bool = typer.Option(
         False, "--version", help="Print fewstep's version and exit.")) -> None:
-    """Train and compare few-step generative models (IMM, consistency training, flow matching)."""
+    """Train and compare few-step generative models (IMM, MeanFlow, sCT, TVM, shortcut, CT, FM)."""
     if version:
         from fewstep.version import __version__
 
