@@ -178,6 +178,25 @@ def race(sides: dict[str, Callable[[int], float]], repeats: int, steps: int, war
     return out
 
 
+def race_loops(loops: dict[str, SteppedLoop], args, device: torch.device, per: str = "side",
+               tmp=None) -> dict[str, list[float]]:
+    """:func:`race` over training loops with the flags' settings: print the machine and the plan, race,
+    close every loop (and ``tmp``, their run folders) whatever happens, print each one's step time."""
+    print(f"machine: {machine(device)}\n{args.repeats} chunks x {args.steps} steps per {per}, interleaved "
+          f"{args.per_turn} step(s) per turn; per-chunk figure: {args.stat} step", flush=True)
+    try:
+        t = race({n: lp.run for n, lp in loops.items()}, args.repeats, args.steps, args.warm, args.per_turn,
+                 args.stat)
+    finally:
+        for lp in loops.values():
+            lp.close()
+        if tmp is not None:
+            tmp.cleanup()
+    for name, v in t.items():
+        print(f"  {name:<9s} step {fmt_ms(v)}")
+    return t
+
+
 def spread(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 

@@ -49,17 +49,7 @@ def main() -> None:
         recipe, comps = C.load(path, device, args.batch, [*extra, *([change] if change else [])])
         loops[name] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / name), device, args.threads)
         print(f"{name}: {path}, network {recipe.network.name}, batch {recipe.train.batch_size}", flush=True)
-    print(f"machine: {C.machine(device)}\n{args.repeats} chunks x {args.steps} steps per objective, interleaved "
-          f"{args.per_turn} step(s) per turn; per-chunk figure: {args.stat} step", flush=True)
-    try:
-        t = C.race({n: lp.run for n, lp in loops.items()}, args.repeats, args.steps, args.warm, args.per_turn,
-                   args.stat)
-    finally:
-        for lp in loops.values():
-            lp.close()
-        tmp.cleanup()
-    for name, v in t.items():
-        print(f"  {name:<9s} step {C.fmt_ms(v)}")
+    t = C.race_loops(loops, args, device, "objective", tmp)
     for name in names[1:]:
         rs = C.ratios(t[name], t["fm"])
         if name.partition(":")[0] in JVP:

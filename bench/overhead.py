@@ -37,10 +37,11 @@ def c_in(sd: float, t: torch.Tensor) -> torch.Tensor:  # 1 / (sigma_d sqrt(alpha
 
 
 def fm_loss(net, x, p):
-    """OT-FM: x_t = (1 - t) x + t z, z ~ N(0, sd^2), target z - x, velocity sd G(c_in x_t, ct, ct)."""
+    """OT-FM: t = T - (T - eps) u, x_t = (1 - t) x + t z, z ~ N(0, sd^2), target z - x,
+    velocity sd G(c_in x_t, ct, ct)."""
     sd, eps, T, c = p["sd"], p["eps"], p["T"], p["time_scale"]
     z = sd * torch.randn(x.shape, device=x.device)
-    t = eps + (T - eps) * torch.rand(x.shape[0], device=x.device)
+    t = T - (T - eps) * torch.rand(x.shape[0], device=x.device)  # as fewstep_fm: never eps
     tc = t[:, None]
     x_t = (1 - tc) * x + tc * z
     v = sd * net(c_in(sd, tc) * x_t, c * t, c * t)
@@ -179,17 +180,7 @@ def main() -> None:
         print(f"{kind}: {path}, batch {recipe.train.batch_size}: {check_same(comps, p, device)}", flush=True)
         loops[f"fw_{kind}"] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / kind), device, args.threads)
         loops[f"bare_{kind}"] = C.SteppedLoop(bare_loop(comps, p, device), device, args.threads)
-    print(f"machine: {C.machine(device)}\n{args.repeats} chunks x {args.steps} steps per side, interleaved "
-          f"{args.per_turn} step(s) per turn; per-chunk figure: {args.stat} step", flush=True)
-    try:
-        t = C.race({n: lp.run for n, lp in loops.items()}, args.repeats, args.steps, args.warm,
-                   args.per_turn, args.stat)
-    finally:
-        for lp in loops.values():
-            lp.close()
-        tmp.cleanup()
-    for name, v in t.items():
-        print(f"  {name:<9s} step {C.fmt_ms(v)}")
+    t = C.race_loops(loops, args, device, "side", tmp)
     fm_r, imm_r = C.ratios(t["fw_fm"], t["bare_fm"]), C.ratios(t["fw_imm"], t["bare_imm"])
     mix = C.ratios(t["fw_imm"], t["fw_fm"])
     C.report_ratio("(a) FM  framework / bare", fm_r, "<= 1.05x", C.spread(fm_r)[1] <= 1.05)
