@@ -128,6 +128,11 @@ def _reached(rec: dict[str, Any]) -> str:
     return "/".join(str(k) for k in rec["train_steps_reached"])
 
 
+def _budget(view: dict[str, Any], data: str) -> float | None:
+    """The equal-time budget of ``data`` (the fastest entry's training seconds), or None."""
+    return next((r["budget_seconds"] for r in view["summary"] if r["data"] == data), None)
+
+
 def _equal_time_markdown(results: dict[str, Any], metrics: list[str]) -> list[str]:
     """Per data set: every entry at the checkpoint it reached within the fastest entry's training time."""
     view = equal_time_view(results)
@@ -139,7 +144,7 @@ def _equal_time_markdown(results: dict[str, Any], metrics: list[str]) -> list[st
              "those above at fixed steps.", ""]
     steps = _steps(view)
     for data in results["data"]:
-        budget = next((r["budget_seconds"] for r in view["summary"] if r["data"] == data), None)
+        budget = _budget(view, data)
         if budget is None:
             continue
         lines += [f"### {data}: {budget:.0f} s of training", ""]
@@ -206,16 +211,18 @@ def print_tables(results: dict[str, Any], console) -> None:
                 table.add_row("data vs data", f"{floor:.4g}", *[""] * (len(steps) + 1))
             console.print(table)
     view = equal_time_view(results)
+    metric = metric_names(results)[0]  # the first metric at equal time; results.md has them all
     for data in results["data"] if view else []:
+        budget = _budget(view, data)
+        if budget is None:
+            continue
         steps = _steps(view)
-        for metric in metric_names(results)[:1]:  # the first metric; results.md has them all
-            budget = next((r["budget_seconds"] for r in view["summary"] if r["data"] == data), 0.0)
-            table = Table(title=f"{results['bench']}: {metric} on {data} at equal training time ({budget:.0f} s)")
-            for col in ["entry", "trained steps", *[_step_label(view, k) for k in steps]]:
-                table.add_column(col, justify="left" if col == "entry" else "right")
-            for label, cells, first in _rows(view, data, metric, steps):
-                table.add_row(label, _reached(first), *cells)
-            console.print(table)
+        table = Table(title=f"{results['bench']}: {metric} on {data} at equal training time ({budget:.0f} s)")
+        for col in ["entry", "trained steps", *[_step_label(view, k) for k in steps]]:
+            table.add_column(col, justify="left" if col == "entry" else "right")
+        for label, cells, first in _rows(view, data, metric, steps):
+            table.add_row(label, _reached(first), *cells)
+        console.print(table)
     for c in results.get("checks", []):
         mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[c["ok"]]
         console.print(f"{mark} {c['data']}: {c['check']}  ({_check_values(c)})")
