@@ -6,10 +6,12 @@
     .venv/bin/python bench/objectives.py --only tvm tvm:objective.fused_pass=false   # a variant beside it
 
 For every objective, its ``<name>_toy.yaml`` (or ``<name>_digits.yaml``) recipe is loaded with the same
-network and batch and trained by ``fewstep.train.loop.train`` in a paused worker thread (common.SteppedLoop),
-one step of each objective in turn, so all see the same machine load. Printed: the median step time and
-the ratio to FM per chunk (min / median / max). Targets (issue 13): the objectives that differentiate the
-flow map (MeanFlow, sCT, TVM) at <= 1.8x FM: one forward-mode pass should cost about one extra forward.
+network and FM's batch (``--batch`` sets another) and trained by ``fewstep.train.loop.train`` in a paused
+worker thread (common.SteppedLoop), one step of each objective in turn, so all see the same machine load.
+Printed: the median step time and the ratio to FM per chunk (min / median / max). Target: the objectives
+that take a forward-mode JVP without back-propagating through it (MeanFlow, sCT) at <= 1.8x FM, one
+forward-mode pass costing about one extra forward. TVM back-propagates through its JVP's tangent and adds
+an FM forward and an EMA pass: about 3.3x FM by pass count (bench/README.md), printed without a target.
 With ``--unet`` the network is the digits UNet (16 x 16 digits, channels 32/64, attention at the second
 level), the JVP going through its attention layers.
 """
@@ -22,7 +24,7 @@ import common as C
 from overhead import framework_loop
 
 OBJECTIVES = ["fm", "ct", "imm", "shortcut", "meanflow", "sct", "tvm"]
-JVP = {"meanflow", "sct", "tvm"}
+JVP = {"meanflow", "sct"}  # a JVP without a backward through it; TVM has one
 UNET = ["network={name: unet, channels: [32, 64], attention: [false, true], layers_per_block: 1, norm_groups: 8, "
         "dropout: 0.0}", "data.size=16"]
 
@@ -43,10 +45,11 @@ def main() -> None:
         names = ["fm", *names]
     extra = ["train.sample_every=1", "train.steps=1000000000", *(UNET if args.unet else [])]
     loops, tmp = {}, tempfile.TemporaryDirectory()
-    for name in names:
+    batch = args.batch or C.load(f"recipes/fm_{args.data}.yaml", device, None, extra)[0].train.batch_size
+    for name in names:  # FM's batch for every objective (tvm_toy.yaml trains at a quarter of it)
         base, _, change = name.partition(":")
         path = f"recipes/{base}_{args.data}.yaml"
-        recipe, comps = C.load(path, device, args.batch, [*extra, *([change] if change else [])])
+        recipe, comps = C.load(path, device, batch, [*extra, *([change] if change else [])])
         loops[name] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / name), device, args.threads)
         print(f"{name}: {path}, network {recipe.network.name}, batch {recipe.train.batch_size}", flush=True)
     t = C.race_loops(loops, args, device, "objective", tmp)

@@ -4,9 +4,12 @@
     .venv/bin/python bench/overhead.py --batch 256 --repeats 5 --steps 30
     .venv/bin/python bench/overhead.py --device cuda --steps 200
 
-(a) framework / bare step time, for FM (``--fm-recipe``) and IMM (``--recipe``); target <= 1.05x.
+(a) framework / bare step time, for FM (``--fm-recipe``), IMM (``--recipe``) and MeanFlow
+    (``--meanflow-recipe``); target <= 1.05x.
 (b) IMM / FM step time in the framework (same network and batch); target <= 1.40x, printed beside
     bare IMM / bare FM, which is what the maths itself costs.
+(c) MeanFlow / FM in the framework; target <= 1.8x (one forward-mode pass should cost about one extra
+    forward), beside the bare loop's, whose JVP is ``torch.func.jvp`` as py-meanflow's.
 
 Framework side: ``fewstep.train.loop.train`` itself, on a temporary run directory, in a worker
 thread. With ``train.sample_every=1`` the loop calls ``on_samples`` after every step; the bench
@@ -18,8 +21,8 @@ backward, grad clip, optimiser step, EMA update, log sums (and the metrics line 
 Bare side: the same network class built with the same seed, the same dataset sampler, Adam, clip
 and EMA, and the loss written directly in torch (OT-FM + Euler-FM parameterisation; IMM with
 M-particle groups, eta-decrement r(s, t), Laplace kernel with bandwidth 1/(sigma_d (t - s)) and
-weight w(t)). Before timing, each bare loss and its gradients are checked against the framework's
-on the same weights, batch and seed.
+weight w(t); MeanFlow with ``torch.func.jvp`` on the network). Before timing, each bare loss and its
+gradients are checked against the framework's on the same weights, batch and seed.
 """
 from __future__ import annotations
 
@@ -78,25 +81,54 @@ def imm_loss(net, x, p):
     return (w.float() * mmd).mean()
 
 
+def meanflow_loss(net, x, p):
+    """MeanFlow (Geng et al. 2025, Alg. 1) as py-meanflow writes it: (r, t) logit-normal, sorted, r = t on a
+    share of rows; z_t = (1 - t) x + t z, v = z - x; u = sd G(c_in z_t, ct, c(t - r)) and du/dt by
+    ``torch.func.jvp`` along (v, 0, 1); loss mean((e + c_w)^-p e), e = ||u - sg(v - (t - r) du/dt)||^2."""
+    sd, eps, T, c = p["sd"], p["eps"], p["T"], p["time_scale"]
+    B = x.shape[0]
+    t = torch.sigmoid(p["mean_t"] + p["std_t"] * torch.randn(B, device=x.device))
+    r = torch.sigmoid(p["mean_r"] + p["std_r"] * torch.randn(B, device=x.device))
+    t, r = torch.maximum(t, r), torch.minimum(t, r)
+    r = torch.where(torch.rand(B, device=x.device) < p["share"], r, t)
+    r, t = r.clamp(eps, T), t.clamp(eps, T)
+    z = sd * torch.randn(x.shape, device=x.device)
+    z_t, v = (1 - t[:, None]) * x + t[:, None] * z, z - x
+
+    def u_fn(z_, r_, t_):
+        return sd * net(c_in(sd, t_[:, None]) * z_, c * t_, c * (t_ - r_))
+
+    u, du_dt = torch.func.jvp(u_fn, (z_t, r, t), (v, torch.zeros_like(r), torch.ones_like(t)))
+    e = (u - (v - (t - r)[:, None] * du_dt).detach()).pow(2).sum(1)
+    return ((e.detach() + p["c_w"]).pow(-p["p"]) * e).mean()
+
+
 def bare_params(recipe, comps) -> dict:
     """The constants of the bare maths; refuses recipes it was not written for."""
     r, o = recipe, recipe.objective
     ok = (r.interpolant.name == "ot_fm" and r.flowmap.parameterisation == "euler_fm"
-          and r.flowmap.second_time == "s" and r.data.name in ("eight_gaussians", "checkerboard", "moons", "spiral"))
+          and r.flowmap.second_time == ("stride" if o.name == "meanflow" else "s")
+          and r.data.name in ("eight_gaussians", "checkerboard", "moons", "spiral"))
     if o.name == "fm":
         ok &= o.time_sampling == "uniform" and not o.minibatch_ot and o.sigma == 0
     elif o.name == "imm":
         ok &= (o.mapping == "eta" and o.bandwidth == "c_out" and o.min_gap == 0 and o.target == "online"
                and o.weight_elbo and o.weight_alpha and o.weight_norm and comps.objective.kernel.name == "laplace")
+    elif o.name == "meanflow":
+        ok &= o.omega == 1 and o.kappa == 0 and o.label_dropout == 0 and o.fp32
     else:
         ok = False
     if not ok:
-        raise SystemExit(f"the bare loop covers OT-FM + euler_fm + second_time s with fm (uniform) or imm "
-                         f"(eta mapping, laplace, c_out bandwidth); {o.name} recipe differs")
+        raise SystemExit(f"the bare loop covers OT-FM + euler_fm with fm (uniform) or imm (eta mapping, laplace, "
+                         f"c_out bandwidth) and second_time s, or meanflow unguided with stride; {o.name} recipe "
+                         "differs")
     ip = comps.interpolant
     p = {"sd": ip.sigma_d, "eps": ip.eps, "T": ip.T, "time_scale": r.flowmap.time_scale, "loss": fm_loss}
     if o.name == "imm":
         p.update(M=o.group_size, k=o.k, a=o.a, b=o.b, kernel_eps=comps.objective.kernel.eps, loss=imm_loss)
+    if o.name == "meanflow":
+        p.update(mean_t=o.logit_mean_t, std_t=o.logit_std_t, mean_r=o.logit_mean_r, std_r=o.logit_std_r,
+                 share=o.share_r_neq_t, p=o.p, c_w=o.c, loss=meanflow_loss)
     return p
 
 
@@ -168,13 +200,17 @@ def bare_loop(comps, p, device):
 def main() -> None:
     ap = C.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--fm-recipe", default="recipes/fm_toy.yaml", help="FM recipe (default recipes/fm_toy.yaml)")
+    ap.add_argument("--meanflow-recipe", default="recipes/meanflow_toy.yaml",
+                    help="MeanFlow recipe (default recipes/meanflow_toy.yaml); 'none' leaves MeanFlow out")
     ap.add_argument("--steps", type=int, default=50, help="timed steps per chunk and side (default 50)")
     ap.add_argument("--warm", type=int, default=10, help="untimed steps per side first (default 10)")
     args = ap.parse_args()
     device = C.setup(args)
     extra = ["train.sample_every=1", "train.steps=1000000000"]  # on_samples after every step; never ends
     loops, tmp = {}, tempfile.TemporaryDirectory()
-    for kind, path in (("fm", args.fm_recipe), ("imm", args.recipe)):
+    kinds = [("fm", args.fm_recipe), ("imm", args.recipe)]
+    kinds += [("meanflow", args.meanflow_recipe)] if args.meanflow_recipe != "none" else []
+    for kind, path in kinds:
         recipe, comps = C.load(path, device, args.batch, extra)
         p = bare_params(recipe, comps)
         print(f"{kind}: {path}, batch {recipe.train.batch_size}: {check_same(comps, p, device)}", flush=True)
@@ -187,6 +223,12 @@ def main() -> None:
     C.report_ratio("(a) IMM framework / bare", imm_r, "<= 1.05x", C.spread(imm_r)[1] <= 1.05)
     C.report_ratio("(b) IMM / FM, framework", mix, "<= 1.40x", C.spread(mix)[1] <= 1.40)
     C.report_ratio("(b) IMM / FM, bare (cost of the maths)", C.ratios(t["bare_imm"], t["bare_fm"]))
+    if "fw_meanflow" in t:
+        mf_r = C.ratios(t["fw_meanflow"], t["bare_meanflow"])
+        C.report_ratio("(a) MeanFlow framework / bare", mf_r, "<= 1.05x", C.spread(mf_r)[1] <= 1.05)
+        C.report_ratio("(c) MeanFlow / FM, framework", C.ratios(t["fw_meanflow"], t["fw_fm"]), "<= 1.8x",
+                       C.spread(C.ratios(t["fw_meanflow"], t["fw_fm"]))[1] <= 1.8)
+        C.report_ratio("(c) MeanFlow / FM, bare (torch.func.jvp)", C.ratios(t["bare_meanflow"], t["bare_fm"]))
 
 
 if __name__ == "__main__":

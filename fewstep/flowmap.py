@@ -20,6 +20,7 @@ from torch import nn
 from fewstep.errors import NonFiniteTangent
 from fewstep.interpolants import OTFM, Interpolant, bcast
 from fewstep.networks.attention import differentiable_attention
+from fewstep.networks.forward_mode import one_product_layers
 from fewstep.protocols import GroupedTimes
 
 Tensor = torch.Tensor
@@ -276,7 +277,7 @@ class FlowMap(nn.Module):
         dx = torch.zeros_like(x_t) if not torch.is_tensor(dx) and dx == 0 else torch.as_tensor(dx).to(x_t)
         ds, dt = (torch.as_tensor(d, dtype=v.dtype, device=v.device).expand_as(v).clone()
                   for d, v in ((ds, s), (dt, t)))
-        with fwAD.dual_level(), differentiable_attention():
+        with fwAD.dual_level(), differentiable_attention(), one_product_layers():
             x_d, s_d, t_d = fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt)
             G = self.G(x_d, s_d, t_d, cond, guidance)
             c_skip, c_out = self.param.f(self.interpolant, s_d, t_d)
@@ -308,7 +309,7 @@ class FlowMap(nn.Module):
 
         handles = [m.register_forward_hook(hook(n)) for n, m in unwrap(self.net).named_modules()]
         try:
-            with torch.no_grad(), fwAD.dual_level(), differentiable_attention():
+            with torch.no_grad(), fwAD.dual_level(), differentiable_attention(), one_product_layers():
                 dx, ds, dt = tangent
                 self.G(fwAD.make_dual(x_t, dx), fwAD.make_dual(s, ds), fwAD.make_dual(t, dt), cond, guidance)
         finally:

@@ -58,9 +58,10 @@ class TVMConfig(ComponentConfig):
                                "both terms are weighted by 1/w^2 ([TVM] wrapper.py forward; the official configs use "
                                "w 1.75-2.5). 1 = unguided (default). Needs labelled data.")
     fused_pass: bool = Field(
-        True, description="Run the terminal rows and the FM rows in ONE forward-mode pass of 2B rows, so that one "
-                          "forward precedes one backward under DDP (docs/objectives.md §5.8 item 2); false = a JVP "
-                          "pass and a separate FM forward, as the official code does (same loss).")
+        False, description="false (default): a forward-mode pass of the B terminal rows and a plain forward of the "
+                           "B flow-matching rows, as the official code does; true: both in ONE forward-mode pass of "
+                           "2B rows (same loss), which also carries a tangent through the FM rows and measured "
+                           "1.33x slower on CPU (bench/README.md). Both train under DDP, tested.")
     zero_nan_rows: bool = Field(
         True, description="Set the residuals of rows whose loss is NaN to 0, as the official code zeroes their loss "
                           "(here before squaring, so that a NaN target leaves finite gradients), and log their "

@@ -16,12 +16,13 @@ Per sample, with x ~ data, eps ~ N(0, sigma_d^2 I) and the flow map f(x_t, s, t)
    u_w = eps - x (the interpolant's velocity) when w = 1, else w (eps - x) + (1 - w) v_EMA(x_s', s', null),
    beta = 1/w (w = 1 on rows whose label is the null class).
 
-Passes per step: ONE forward-mode pass of 2B rows with gradients (the B terminal rows with tangent ds = 1
-and the B FM rows at s = t = s', whose df/ds is the velocity), one no-grad EMA pass (B rows, 2B with a
-guided target), one backward. The official code runs the FM rows as a second forward with gradients;
-``fused_pass: false`` does that (same loss): two forwards with gradients before one backward, which DDP
-does not support in every setting (docs/objectives.md §5.8 item 2). NaN rows are counted in the ``nan_rows``
-log (the official code zeroes them and only prints).
+Passes per step, as the official code: a forward-mode pass of the B terminal rows with gradients (tangent
+ds = 1), a plain forward of the B FM rows with gradients, one no-grad EMA pass (B rows, 2B with a guided
+target), one backward; DDP synchronises the gradients of the two forwards in that one backward (tested).
+``fused_pass: true`` runs both row sets in ONE forward-mode pass of 2B rows (the FM rows at s = t = s', whose
+df/ds is the velocity): the same loss, but the FM rows then carry a tangent too, which costs more than the
+plain forward it saves (bench/README.md). NaN rows are counted in the ``nan_rows`` log (the official code
+zeroes them and only prints).
 
 Differences from the official code, besides learned guidance (not built; see the package docstring):
 fewstep's prior std is sigma_d (the official latents have std 1, so sigma_d = 1 reproduces it); the EMA
@@ -89,9 +90,9 @@ class TVM:
         tangent included ([TVM] ``TVMWrapper.get_dfds`` with ``detach_jvp: false``: df/ds = k (F + (s - t)
         dF/ds), here sigma_d G - sigma_d (t - s) dG/ds from ``FlowMap.jvp`` along (0, 1, 0)).
 
-        Fused: one pass of 2B rows, [x_t at (s, t)] then [x_s' at (s', s')], all with tangent ds = 1. On the
-        FM rows s = t, so df/ds there is the velocity ``FlowMap.velocity(x_s', s')`` (its definition; under
-        Euler-FM sigma_d G(x_s', s', s'), the (t - s) dG/ds part being exactly 0)."""
+        Two passes by default. Fused: one pass of 2B rows, [x_t at (s, t)] then [x_s' at (s', s')], all with
+        tangent ds = 1. On the FM rows s = t, so df/ds there is the velocity ``FlowMap.velocity(x_s', s')`` (its
+        definition; under Euler-FM sigma_d G(x_s', s', s'), the (t - s) dG/ds part being exactly 0)."""
         B = x_t.shape[0]
         if not self.cfg.fused_pass:
             out = fm.jvp(x_t, s, t, (0, 1, 0), cond)

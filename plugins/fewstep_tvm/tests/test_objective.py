@@ -346,17 +346,20 @@ class Augmented(ProbeNet):
         return super().forward(x, t, s, cond)
 
 
-def test_augmentation_labels_follow_the_fm_rows():
-    """The FM rows are the same (augmented) images as the terminal rows: the fused 2B-row pass hands the
-    backbone the batch's labels twice, the target pass once; the flow map keeps its own afterwards."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_augmentation_labels_follow_the_fm_rows(fused):
+    """The FM rows are the same (augmented) images as the terminal rows: each of the two passes (or the fused
+    2B-row pass, twice over) hands the backbone the batch's labels, the target pass once; the flow map keeps
+    its own afterwards."""
     ip = OTFM(SIGMA_D, 0.0, 1.0)
     fm = FlowMap(Augmented(), ip, "euler_fm", "stride", 1000.0)
-    obj = TVM(TVMConfig(), ip)
+    obj = TVM(TVMConfig(fused_pass=fused), ip)
     _, _, x, noise = gaussian(16, [0.1, 0.2], [0.5, 0.5])
     labels = torch.randn(16, 9, dtype=D64)
     with fm.augmented(labels):
         obj.terms(fm, obj.target_flowmap(fm, 0), *inputs(obj, x, noise))
         assert fm.augment_labels is labels
     online, target = fm.net.seen, obj.target_flowmap(fm, 0).net.seen
-    assert len(online) == 1 and torch.equal(online[0], torch.cat([labels, labels]))
+    expect = [torch.cat([labels, labels])] if fused else [labels, labels]
+    assert len(online) == len(expect) and all(torch.equal(o, e) for o, e in zip(online, expect))
     assert len(target) == 1 and torch.equal(target[0], labels)
