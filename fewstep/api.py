@@ -48,9 +48,11 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
         unfinished_other,
         write_recipe,
     )
+    from fewstep.run.tracking import Tracker
     from fewstep.train.loop import train
 
     regs = registries or get_registries()
+    tracker_warn = {"warn": log} if log else {}  # a failed logger: one line through log, else a warning
     log = log or (lambda msg: None)
     recipe = recipe if recipe is not None else load_recipe(path, overrides, regs)
     if run_dir is not None:
@@ -91,8 +93,9 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
             write_recipe(run, recipe, regs)
         dist.barrier()
         on_samples = training_grids(comps, run, label=label or run.parent.name, log=log) if dist.main else None
+        tracker = Tracker.build(recipe.train.loggers, regs, **tracker_warn) if dist.main else None
         return train(comps, run, dist=dist, progress=progress, stop_after=stop_after, on_samples=on_samples,
-                     label=label)
+                     label=label, tracker=tracker)
     finally:
         dist.shutdown()
 

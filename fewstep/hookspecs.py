@@ -65,3 +65,10 @@ def fewstep_register_datasets(registry: Registrar) -> None:
 def fewstep_register_metrics(registry: Registrar) -> None:
     """Register metrics. Factory: ``factory(cfg) -> Metric`` with
     ``metric(samples, reference, generator) -> float`` (lower is better)."""
+
+
+@hookspec
+def fewstep_register_loggers(registry: Registrar) -> None:
+    """Register experiment loggers (``train.loggers``). Factory: ``factory(cfg) -> Logger`` with ``start(run)``,
+    ``scalars(step, values)``, ``image(step, tag, path)``, ``results(kind, rows, step)`` and ``finish(status)``
+    (:class:`fewstep.protocols.Logger`); called on rank 0 only."""

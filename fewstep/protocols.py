@@ -8,7 +8,7 @@ signatures); the conformance kit then checks behaviour.
 What every component of a kind must have:
 
 - :class:`Objective` (``loss``), :class:`Sampler`, :class:`Dataset`, :class:`Metric`, :class:`Kernel`,
-  :class:`Network` (``net(x, t, s, cond)``). Interpolants derive from
+  :class:`Network` (``net(x, t, s, cond)``), :class:`Logger` (experiment tracking). Interpolants derive from
   :class:`fewstep.interpolants.Interpolant`, whose methods are the contract.
 
 What a component may add, each a protocol of its own that the core tests with ``isinstance``:
@@ -182,6 +182,25 @@ class Metric(Protocol):
 
 
 # --- optional members of Config models -----------------------------------------------------------
+@runtime_checkable
+class Logger(Protocol):
+    """``factory(cfg) -> Logger``: where a run's progress goes besides ``metrics.jsonl`` (experiment trackers).
+    Called on rank 0 only, in this order: ``start`` once per training session (``run.start_step > 0`` when it
+    resumes), ``scalars`` at every log interval, ``image`` when a sample grid is drawn (its PNG file),
+    ``results`` with eval or bench results, ``finish`` at the end (status "finished", "stopped" or "failed").
+    A logger that raises is warned about once and dropped; training goes on."""
+
+    def start(self, run: Any) -> None: ...  # fewstep.run.tracking.RunInfo
+
+    def scalars(self, step: int, values: dict[str, float]) -> None: ...
+
+    def image(self, step: int, tag: str, path: Path) -> None: ...
+
+    def results(self, kind: Literal["eval", "bench"], rows: list[dict[str, Any]], step: int | None) -> None: ...
+
+    def finish(self, status: str) -> None: ...
+
+
 @runtime_checkable
 class ChecksRecipe(Protocol):
     """Cross-section checks of a component's Config, run by recipe validation: each problem is

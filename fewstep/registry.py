@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, Field, create_model
 from fewstep.errors import PluginError, UnknownComponentError
 from fewstep.validation import StrictModel
 
-KINDS = ("interpolants", "networks", "kernels", "objectives", "samplers", "datasets", "metrics")
+KINDS = ("interpolants", "networks", "kernels", "objectives", "samplers", "datasets", "metrics", "loggers")
 # Recipe section -> registry kind, for messages ("objective 'x'" rather than "objectives 'x'").
 SINGULAR = {
     "interpolants": "interpolant",
@@ -27,6 +27,7 @@ SINGULAR = {
     "samplers": "sampler",
     "datasets": "dataset",
     "metrics": "metric",
+    "loggers": "logger",
 }
 
 
@@ -270,6 +271,7 @@ class Registries:
     samplers: Registry = field(default_factory=lambda: Registry("samplers"))
     datasets: Registry = field(default_factory=lambda: Registry("datasets"))
     metrics: Registry = field(default_factory=lambda: Registry("metrics"))
+    loggers: Registry = field(default_factory=lambda: Registry("loggers"))
     plugins: list[Any] = field(default_factory=list)  # fewstep.plugins.PluginInfo
 
     def kind(self, kind: str) -> Registry:

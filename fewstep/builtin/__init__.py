@@ -278,3 +278,10 @@ def fewstep_register_metrics(registry):
                  "FID (and KID, IS, precision/recall) in Inception features, through torch-fidelity (images)")
     registry.add("fd_digits", "fewstep.builtin.factories:build_fd_digits", FDDigitsConfig,
                  "Frechet distance (and KID) in the features of a digits classifier: CPU-scale, not FID (images)")
+
+
+# --- loggers -----------------------------------------------------------------------------------
+@hookimpl
+def fewstep_register_loggers(registry):
+    registry.add("jsonl", "fewstep.run.tracking:JsonlLogger", NoConfig,
+                 "metrics.jsonl in the run directory (always on: the run's own record)")

@@ -66,9 +66,10 @@ def dump_recipe(recipe, header: dict[str, Any] | None = None) -> str:
 def recipe_schema(registries: Registries | None = None) -> dict[str, Any]:
     """JSON Schema of recipes for the installed components (for editors and ``fewstep schema``).
 
-    Beyond pydantic's schema of the Recipe model, it accepts what recipes write for short: a section
-    or a metric by its bare name (``objective: fm``, ``metrics: [fid]``), and a component reference
-    inside a Config (an objective's ``kernel``) as a name or ``{name: ..., options}`` of that kind."""
+    Beyond pydantic's schema of the Recipe model, it accepts what recipes write for short: a section,
+    a metric or a logger by its bare name (``objective: fm``, ``metrics: [fid]``, ``loggers: [tensorboard]``),
+    and a component reference inside a Config (an objective's ``kernel``) as a name or
+    ``{name: ..., options}`` of that kind."""
     from pydantic import TypeAdapter
 
     from fewstep.config.recipe import _union
@@ -87,9 +88,10 @@ def recipe_schema(registries: Registries | None = None) -> dict[str, Any]:
     for section, kind in COMPONENTS.items():
         if section in schema["properties"]:
             schema["properties"][section] = either(kind, schema["properties"][section])
-    metrics = defs["EvalConfig"]["properties"]["metrics"]
-    metrics["items"] = {"anyOf": [by_name("metrics"), metrics["items"]]}
-    for kind in {*COMPONENTS.values(), "metrics"}:
+    for model, field, kind in (("EvalConfig", "metrics", "metrics"), ("TrainConfig", "loggers", "loggers")):
+        listed = defs[model]["properties"][field]
+        listed["items"] = {"anyOf": [by_name(kind), listed["items"]]}
+    for kind in {*COMPONENTS.values(), "metrics", "loggers"}:
         for entry in regs.kind(kind):
             cfg = tagged(entry)
             for field, info in cfg.model_fields.items():

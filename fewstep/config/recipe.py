@@ -167,6 +167,15 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         seed=(int, Field(1234, ge=0, le=MAX_SEED, description="Seed of the sampling noise and of the fresh data.")),
         use_ema=(bool, Field(True, description="Evaluate the EMA weights (IMM evaluates EMA).")),
     )
+    train_model = create_model(
+        "TrainConfig",
+        __base__=TrainConfig,
+        loggers=(Annotated[list[_union(regs.loggers)], BeforeValidator(_metric_list)],
+                 Field(default_factory=lambda: [{"name": n} for n in ("jsonl",) if n in regs.loggers],
+                       validate_default=True,
+                       description="Experiment loggers by name or {name: ..., options}: jsonl (metrics.jsonl, always "
+                                   "on), tensorboard, wandb (`fewstep plugins` lists those installed).")),
+    )
     fields: dict[str, Any] = {
         "data": (_union(regs.datasets), Field(description="The dataset (by name)")),
         "network": (_union(regs.networks), Field(description="The backbone (by name)")),
@@ -179,7 +188,7 @@ def recipe_model(regs: Registries) -> type[BaseModel]:
         "sampler": (Optional[_union(regs.samplers)],
                     Field(None, description="The sampler; null = the objective's default")),
         "flowmap": (FlowMapConfig, Field(default_factory=FlowMapConfig)),
-        "train": (TrainConfig, Field(default_factory=TrainConfig)),
+        "train": (train_model, Field(default_factory=train_model)),
         "eval": (eval_model, Field(default_factory=eval_model)),
         "output": (OutputConfig, Field(default_factory=OutputConfig)),
     }

@@ -18,6 +18,7 @@ from fewstep.protocols import ImageData, NotesReference, OwnReference
 from fewstep.run.components import Components
 from fewstep.run.dist import Dist, from_env
 from fewstep.run.rundir import load_run
+from fewstep.run.tracking import log_results
 from fewstep.samplers import generate
 
 
@@ -124,16 +125,17 @@ def evaluate_run(path: str | Path, regs, *, steps: list[int] | None = None, n: i
     Under torchrun the processes share the sampling; rank 0 returns the results, the others None."""
     dist = from_env()
     try:
-        out = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist,
-                            load=dict(checkpoint=checkpoint, use_ema=use_ema, overrides=tuple(overrides)))
+        out, recipe = _evaluate_run(path, regs, steps, n, sampler, dist.device(device), dist,
+                                    load=dict(checkpoint=checkpoint, use_ema=use_ema, overrides=tuple(overrides)))
         if write and dist.main:
             write_json(Path(out["run"]) / "eval.json", out)
+            log_results(Path(out["run"]), recipe, regs, "eval", out["rows"], out["checkpoint_step"])
         return out if dist.main else None
     finally:
         dist.shutdown()
 
 
-def _evaluate_run(path, regs, steps, n, sampler, device, dist, load) -> dict[str, Any]:
+def _evaluate_run(path, regs, steps, n, sampler, device, dist, load) -> tuple[dict[str, Any], Any]:
     run, comps, fm, step = load_run(path, regs, device, load["use_ema"], checkpoint=load["checkpoint"],
                                     overrides=load["overrides"])
     ev = comps.recipe.eval
@@ -145,4 +147,4 @@ def _evaluate_run(path, regs, steps, n, sampler, device, dist, load) -> dict[str
     return {"run": str(run), "checkpoint_step": step, "weights": "ema" if use_ema else "online",
             "overrides": list(load["overrides"]),
             "reference_steps": ev.reference_steps, "schedule": comps.recipe.sampler.model_dump().get("schedule"),
-            **res.as_dict()}
+            **res.as_dict()}, comps.recipe

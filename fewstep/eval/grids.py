@@ -43,14 +43,14 @@ def sample_grid(comps: Components, fm, steps: list[int], n: int, seed: int, path
 
 
 def training_grids(comps: Components, run: Path, *, label: str, log: Callable[[str], None] | None = None
-                   ) -> Callable[[int, torch.nn.Module], None]:
+                   ) -> Callable[[int, torch.nn.Module], Path]:
     """The ``on_samples(step, ema_net)`` callback of the training loop: a grid of the EMA weights'
-    samples at 1, 2, 4, 8 steps (those of ``eval.steps``) in ``samples/step_<step>.png``, and the loss
-    curve so far in ``loss.png``."""
+    samples at 1, 2, 4, 8 steps (those of ``eval.steps``) in ``samples/step_<step>.png`` (returned, for the
+    run's loggers), and the loss curve so far in ``loss.png``."""
     ev = comps.recipe.eval
     steps = [k for k in (1, 2, 4, 8) if k in ev.steps] or ev.steps[:4]
 
-    def on_samples(step: int, ema_net: torch.nn.Module) -> None:
+    def on_samples(step: int, ema_net: torch.nn.Module) -> Path:
         from fewstep.eval.plots import loss_curve
 
         ema_net.eval()
@@ -61,5 +61,6 @@ def training_grids(comps: Components, run: Path, *, label: str, log: Callable[[s
         records = read_metrics(run)
         if records:
             loss_curve(records, run / "loss.png", title=f"{label}: training loss")
+        return out
 
     return on_samples

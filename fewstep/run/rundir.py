@@ -21,14 +21,15 @@ from fewstep.version import __version__
 # Recipe fields that may differ when a run is resumed, in two kinds:
 # - bookkeeping, which does not change what is trained: the run's length (values derived from it,
 #   such as CT's curriculum, are resolved once and kept in the run's state), the log, checkpoint and
-#   sample intervals, how many checkpoints to keep, the spike report, and the output, eval and sampler sections;
+#   sample intervals, how many checkpoints to keep, the spike report, the experiment loggers, and the output,
+#   eval and sampler sections;
 # - numerics (NUMERIC_CHANGES): the device, CPU threads, precision and torch.compile. The run continues
 #   from its checkpoint, but not bit for bit as an uninterrupted run would (other kernels, other float
 #   rounding; a switch to fp16 starts a fresh loss scale), and training says so when it resumes.
 NUMERIC_CHANGES = {("train", "device"), ("train", "threads"), ("train", "precision"), ("train", "compile")}
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "init"), ("train", "log_every"), ("train", "checkpoint_every"),
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("train", "spike_factor"),
-                     ("output",), ("eval",), ("sampler",),
+                     ("train", "loggers"), ("output",), ("eval",), ("sampler",),
                      *NUMERIC_CHANGES}
 
 

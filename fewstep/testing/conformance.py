@@ -13,7 +13,9 @@ message naming the component when it breaks the contract of ``fewstep.hookspecs`
 - samplers: a descending grid from T to eps; the flow map is called exactly NFE times; shapes kept;
   the same seed gives the same samples;
 - datasets: seeded, shaped, labelled as declared, overall std about sigma_d;
-- metrics: a set is closer to a fresh draw of its distribution than to a shifted one.
+- metrics: a set is closer to a fresh draw of its distribution than to a shifted one;
+- loggers: the Logger members, and a whole session (start, scalars, a grid PNG, eval results, finish) in a
+  temporary run directory without an error.
 
 The checks need torch; they run in seconds on a CPU.
 """
@@ -33,6 +35,7 @@ from fewstep.protocols import (
     HasExampleShape,
     ImageData,
     Kernel,
+    Logger,
     Metric,
     Objective,
     Sampler,
@@ -313,9 +316,33 @@ def check_metric(entry: Entry, config: dict[str, Any] | None = None) -> None:
                 f"{key}: a fresh draw ({near_v[key]:.4g}) is not closer than a shifted set ({far_v[key]:.4g})")
 
 
+def check_logger(entry: Entry, config: dict[str, Any] | None = None) -> None:
+    """One logging session in a temporary run directory, as the training loop and ``fewstep eval`` call it."""
+    import tempfile
+
+    from PIL import Image
+
+    from fewstep.run.tracking import RunInfo
+
+    logger = entry.build(check_config(entry, config))
+    _assert(isinstance(logger, Logger), entry, "a logger has start, scalars, image, results and finish "
+                                               "(fewstep.protocols.Logger)")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "group" / "run"
+        run_dir.mkdir(parents=True)
+        png = run_dir / "grid.png"
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(png)
+        recipe = {"objective": {"name": "fm"}, "train": {"steps": 2, "lr": 1e-3}}
+        logger.start(RunInfo(run_dir, "group", "group/run", recipe, 2, 0))
+        logger.scalars(1, {"step": 1, "loss": 0.5, "lr": 1e-3})
+        logger.image(2, "samples", png)
+        logger.results("eval", [{"steps": 1, "nfe": 1, "seconds": 0.1, "sw2": 0.25}], 2)
+        logger.finish("finished")
+
+
 _CHECKS = {"interpolants": check_interpolant, "networks": check_network, "kernels": check_kernel,
            "objectives": check_objective, "samplers": check_sampler, "datasets": check_dataset,
-           "metrics": check_metric}
+           "metrics": check_metric, "loggers": check_logger}
 
 
 def check_component(entry: Entry, config: dict[str, Any] | None = None, **kwargs) -> None:

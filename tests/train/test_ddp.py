@@ -18,7 +18,8 @@ data: {name: eight_gaussians}
 network: {name: mlp, width: 32, depth: 2, emb_dim: 8, dropout: 0.1}
 flowmap: {parameterisation: euler_fm}
 objective: {name: imm, group_size: 4, k: 8}
-train: {steps: 6, batch_size: 32, optimizer: adam, lr: 1e-3, log_every: 2, checkpoint_every: 3, threads: 1}
+train: {steps: 6, batch_size: 32, optimizer: adam, lr: 1e-3, log_every: 2, checkpoint_every: 3, threads: 1,
+        loggers: [jsonl, tensorboard]}
 eval: {steps: [1], reference_steps: null, n_samples: 64, metrics: [energy]}
 """
 
@@ -45,6 +46,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(write, 
     wa, wb = (load_file(latest_checkpoint(r) / "model.safetensors") for r in (two, one))
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wb)
     assert (two / "samples" / "step_0000006.png").exists()  # rank 0 drew the grid
+    assert len(list((two / "tensorboard").glob("events.*"))) == 1  # and alone logged
     assert out.stdout.strip() == str(two)  # rank 0 alone prints the run directory
 
     # sharded evaluation: both processes sample, rank 0 measures and reports
