@@ -21,7 +21,7 @@ __all__ = ["Run", "evaluate_run", "load_run", "sample_run", "save_samples", "tra
 def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, recipe=None,
                  run_dir: str | Path | None = None, fresh: bool = False, device: str | None = None,
                  progress: bool = True, stop_after: int | None = None, registries=None,
-                 log: Callable[[str], None] | None = None, label: str | None = None):
+                 log: Callable[[str], None] | None = None, label: str | None = None, group: str | None = None):
     """Validate a recipe, pick (or resume) its run directory, train it and write sample grids and the
     loss curve (``samples/step_*.png``, ``loss.png``). Returns a :class:`fewstep.train.loop.TrainResult`.
 
@@ -29,8 +29,8 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     group's newest run is unfinished and was trained with other settings, asks (ConfigError) instead of
     leaving it behind. ``run_dir`` names the run explicitly (refused if its checkpoint was trained with
     a different recipe). ``recipe`` passes an already validated recipe instead of reading ``path``
-    (``fewstep bench`` does). SIGINT or SIGTERM finishes the step, writes a checkpoint and raises
-    :class:`~fewstep.errors.TrainingInterrupted`.
+    (``fewstep bench`` does; it also names the runs' ``group`` for the loggers). SIGINT or SIGTERM finishes
+    the step, writes a checkpoint and raises :class:`~fewstep.errors.TrainingInterrupted`.
     """
     from fewstep.config import load_recipe
     from fewstep.eval.grids import training_grids
@@ -95,7 +95,7 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
         on_samples = training_grids(comps, run, label=label or run.parent.name, log=log) if dist.main else None
         tracker = Tracker.build(recipe.train.loggers, regs, **tracker_warn) if dist.main else None
         return train(comps, run, dist=dist, progress=progress, stop_after=stop_after, on_samples=on_samples,
-                     label=label, tracker=tracker)
+                     label=label, tracker=tracker, group=group)
     finally:
         dist.shutdown()
 

@@ -19,6 +19,7 @@ from fewstep.files import write_json
 from fewstep.run.checkpoint import checkpoint_dirs, checkpoint_step, latest_checkpoint, load_config
 from fewstep.run.records import read_metrics
 from fewstep.run.rundir import blocking_changes
+from fewstep.run.tracking import log_results
 
 
 def run_state(job: Job) -> str:
@@ -132,7 +133,7 @@ def evaluate_equal_time(runs: list[dict], jobs: list[Job], regs, seeds: list[int
         run["equal_time"] = {"budget_seconds": budget, "step": step, "evals": evals}
 
 
-def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
+def _train_worker(recipe_data: dict, run_dir: str, device: str | None, group: str) -> None:
     """Train one job in a worker process (``--jobs``): the recipe travels as its resolved dict."""
     from fewstep.api import train_recipe
     from fewstep.config import recipe_from_dict
@@ -140,11 +141,12 @@ def _train_worker(recipe_data: dict, run_dir: str, device: str | None) -> None:
 
     regs = get_registries()
     recipe = recipe_from_dict(recipe_data, regs, path=f"{run_dir}/recipe.yaml")
-    train_recipe(None, recipe=recipe, run_dir=run_dir, registries=regs, device=device, progress=False)
+    train_recipe(None, recipe=recipe, run_dir=run_dir, registries=regs, device=device, progress=False, group=group)
 
 
-def train_parallel(todo: list[Job], jobs: int, device: str | None, log) -> None:
-    """Train ``todo`` in ``jobs`` spawned processes (each with the recipe's train.threads)."""
+def train_parallel(todo: list[Job], jobs: int, device: str | None, log, group: str) -> None:
+    """Train ``todo`` in ``jobs`` spawned processes (each with the recipe's train.threads); ``group`` names the
+    runs' group for their loggers (the bench's name)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -152,12 +154,25 @@ def train_parallel(todo: list[Job], jobs: int, device: str | None, log) -> None:
 
     t0 = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as ex:
-        futures = {ex.submit(_train_worker, recipe_dict(j.recipe), str(j.run_dir), device): j for j in todo}
+        futures = {ex.submit(_train_worker, recipe_dict(j.recipe), str(j.run_dir), device, group): j for j in todo}
         log(f"training {len(todo)} runs in {jobs} processes")
         for fut in as_completed(futures):
             job = futures[fut]
             fut.result()
             log(f"{job.entry} on {job.data} (seed {job.seed}): trained ({time.perf_counter() - t0:.0f} s since start)")
+
+
+def seed_means(evals: list[dict]) -> list[dict]:
+    """The evaluation rows of one run averaged over its sampling seeds: {"steps": k, <metric>: mean, ...} per
+    step count, what the run's loggers receive (results.json keeps every seed)."""
+    rows: dict[int, dict[str, list[float]]] = {}
+    for ev in evals:
+        for row in ev["rows"]:
+            acc = rows.setdefault(row["steps"], {})
+            for key, value in row.items():
+                if key != "steps" and isinstance(value, (int, float)):
+                    acc.setdefault(key, []).append(float(value))
+    return [{"steps": k, **{key: sum(v) / len(v) for key, v in acc.items()}} for k, acc in rows.items()]
 
 
 def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool = True, jobs: int = 1,
@@ -175,7 +190,7 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
     log(f"{bench.name}: {len(bench.jobs)} runs, {len(bench.jobs) - len(todo)} already trained")
     parallel = {id(j) for j in todo} if jobs > 1 and len(todo) > 1 else set()
     if parallel:
-        train_parallel(todo, jobs, device, log)
+        train_parallel(todo, jobs, device, log, bench.name)
         states.update(dict.fromkeys(parallel, "done"))
     runs = []
     for i, job in enumerate(bench.jobs, 1):
@@ -185,13 +200,15 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
             log(f"{tag}: {'resuming' if state == 'partial' else 'training'} in {job.run_dir}")
             t0 = time.perf_counter()
             train_recipe(None, recipe=job.recipe, run_dir=job.run_dir, registries=regs, device=device,
-                         progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}")
+                         progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}", group=bench.name)
             log(f"{tag}: trained in {time.perf_counter() - t0:.0f} s")
         elif not job.train:
             log(f"{tag}: evaluating the finished run {job.run_dir}")
         elif id(job) not in parallel:
             log(f"{tag}: finished run found, not retrained")
         evals = evaluate_job(job, regs, bench.spec.eval.seeds, device, log)
+        log_results(job.run_dir, job.recipe, regs, "bench", seed_means(evals),
+                    checkpoint_step(latest_checkpoint(job.run_dir)), group=bench.name, warn=log)
         runs.append({"entry": job.entry, "label": job.label, "data": job.data, "seed": job.seed,
                      "run": str(job.run_dir), "train_steps": job.recipe.train.steps,
                      "reference_steps": job.recipe.eval.reference_steps,

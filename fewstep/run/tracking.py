@@ -112,7 +112,7 @@ class Tracker:
 
 
 def log_results(run_dir: Path, recipe, registries, kind: str, rows: list[dict[str, Any]], step: int,
-                **kw) -> None:
+                group: str | None = None, **kw) -> None:
     """Hand a finished run's eval (or bench) results to the loggers its recipe selects besides ``jsonl``
     (``eval.json`` and the bench's results files hold them already): one short session of those loggers."""
     from fewstep.config import recipe_dict
@@ -121,8 +121,9 @@ def log_results(run_dir: Path, recipe, registries, kind: str, rows: list[dict[st
     if not specs:
         return
     run_dir = Path(run_dir)
+    group = group or run_dir.parent.name
     tracker = Tracker.build(specs, registries, record=False, **kw)
-    tracker.start(RunInfo(run_dir, run_dir.parent.name, f"{run_dir.parent.name}/{run_dir.name}", recipe_dict(recipe),
-                          recipe.train.steps, step, session=kind))
+    tracker.start(RunInfo(run_dir, group, f"{group}/{run_dir.name}", recipe_dict(recipe), recipe.train.steps, step,
+                          session=kind))
     tracker.results(kind, rows, step)
     tracker.finish("evaluated")

@@ -68,13 +68,14 @@ class TrainResult:
 
 def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progress: bool = True,
           stop_after: int | None = None, on_samples: SampleCallback | None = None,
-          label: str | None = None, tracker: Tracker | None = None) -> TrainResult:
+          label: str | None = None, tracker: Tracker | None = None, group: str | None = None) -> TrainResult:
     """Train ``comps`` in ``run_dir``, resuming from its latest checkpoint if there is one.
 
     ``dist`` is this process's place among torchrun's (``fewstep.run.dist``); ``stop_after`` ends
     the session after that many steps (the run stays resumable); ``on_samples(step, ema_net)`` is
     called (on rank 0) when sample grids are due. ``tracker`` (rank 0) receives the records, grids and
-    the session's end (default: metrics.jsonl alone, :class:`fewstep.run.tracking.Tracker`).
+    the session's end (default: metrics.jsonl alone, :class:`fewstep.run.tracking.Tracker`), told the run's
+    ``group`` (default: the run directory's parent's name; a bench's runs share the bench's name).
     """
     cfg = comps.recipe.train
     dist = dist or Dist()
@@ -121,8 +122,8 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
     config = recipe_dict(comps.recipe)
     tracker = (tracker or Tracker.build()) if dist.main else None
     if tracker is not None:  # metrics.jsonl drops the records logged after the checkpoint: they come again
-        tracker.start(RunInfo(run_dir, run_dir.parent.name, f"{run_dir.parent.name}/{run_dir.name}", config,
-                              cfg.steps, start))
+        group = group or run_dir.parent.name
+        tracker.start(RunInfo(run_dir, group, f"{group}/{run_dir.name}", config, cfg.steps, start))
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
     def checkpoint(step: int) -> None:

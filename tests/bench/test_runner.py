@@ -224,3 +224,50 @@ def test_step_within_takes_the_last_checkpoint_inside_the_budget(tmp_path):
     runs = [{"data": "a", "seed": 0, "train_seconds_per_step": tps, "train_steps": n}
             for tps, n in ((0.1, 300), (0.05, 300), (None, 300))]
     assert equal_time_budgets(runs) == {("a", 0): 15.0}
+
+
+def test_each_run_reports_to_the_benchs_loggers_grouped_by_bench_name(bench_file, tmp_path, regs):
+    """shared: train.loggers reaches every run: its training, and its bench results (the mean over the sampling
+    seeds, at its final step), all under the bench's name as the group."""
+    from fewstep.bench.runner import run_bench
+    from fewstep.builtin import NoConfig
+    from fewstep.registry import Registrar
+
+    groups: set[tuple[str, str]] = set()
+    reported: dict[str, tuple] = {}  # run folder -> (kind, step, rows)
+
+    class Recording:
+        def __init__(self, cfg):
+            self.run = None
+
+        def start(self, run):
+            self.run = run
+            groups.add((run.session, run.group))
+
+        def scalars(self, step, values):
+            pass
+
+        def image(self, step, tag, path):
+            pass
+
+        def results(self, kind, rows, step):
+            reported[self.run.run_dir.name] = (kind, step, rows)
+
+        def finish(self, status):
+            pass
+
+    reg = Registrar(regs.loggers, "tests")
+    reg.add("recording", Recording, NoConfig, "records its calls")
+    reg.commit()
+    text = bench_file.read_text().replace("data: [eight_gaussians, {name: moons, noise: 0.1}]", "data: [moons]")
+    bench_file.write_text(text.replace("  network.width: 16\n", "  network.width: 16\n  train.loggers: [recording]\n"))
+    results = run_bench(load_bench(bench_file, tmp_path / "out", regs), regs, progress=False)
+    assert groups == {("train", "tiny"), ("bench", "tiny")}
+    assert sorted(reported) == sorted(Path(r["run"]).name for r in results["runs"])
+    for run in results["runs"]:
+        kind, step, rows = reported[Path(run["run"]).name]
+        assert (kind, step) == ("bench", 20)
+        for steps in (1, 2, 4):
+            row = next(r for r in rows if r["steps"] == steps)
+            seeds = [next(x for x in e["rows"] if x["steps"] == steps) for e in run["evals"]]
+            assert row["energy"] == pytest.approx(sum(x["energy"] for x in seeds) / len(seeds), rel=1e-12)
