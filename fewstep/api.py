@@ -55,6 +55,7 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
     tracker_warn = {"warn": log} if log else {}  # a failed logger: one line through log, else a warning
     log = log or (lambda msg: None)
     recipe = recipe if recipe is not None else load_recipe(path, overrides, regs)
+    tracker = Tracker.build(recipe.train.loggers, regs, **tracker_warn)  # a missing logger package: before any file
     if run_dir is not None:
         run = Path(run_dir)
         changed = blocking_changes(run, recipe)
@@ -93,9 +94,8 @@ def train_recipe(path: str | Path | None, overrides: Sequence[str] = (), *, reci
             write_recipe(run, recipe, regs)
         dist.barrier()
         on_samples = training_grids(comps, run, label=label or run.parent.name, log=log) if dist.main else None
-        tracker = Tracker.build(recipe.train.loggers, regs, **tracker_warn) if dist.main else None
         return train(comps, run, dist=dist, progress=progress, stop_after=stop_after, on_samples=on_samples,
-                     label=label, tracker=tracker, group=group)
+                     label=label, tracker=tracker if dist.main else None, group=group)
     finally:
         dist.shutdown()
 

@@ -219,7 +219,8 @@ class NotesReference(Protocol):
 
 @runtime_checkable
 class NamesResources(Protocol):
-    """A Config that names files the run will need (a data folder, reference statistics): ``resources()``
+    """A Config that names files the run will need (a data folder, reference statistics, a logger's package):
+    ``resources()``
     returns ``(location, message)`` for each one that is not there, which ``fewstep check`` reports as a
     note (the recipe is valid; the run would stop when it reached for the file)."""
 

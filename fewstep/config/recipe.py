@@ -304,7 +304,7 @@ def missing_resources(recipe) -> list[str]:
     """What the recipe names that is not on this machine yet (a data folder, reference statistics, the
     run of train.init), a line each as ``field: message``: valid recipes whose runs would stop there."""
     found: list[tuple[tuple, str]] = []
-    for cfg in [*(getattr(recipe, s) for s in COMPONENTS), *recipe.eval.metrics]:
+    for cfg in [*(getattr(recipe, s) for s in COMPONENTS), *recipe.eval.metrics, *recipe.train.loggers]:
         if isinstance(cfg, NamesResources):
             found += cfg.resources()
     if recipe.train.init and not Path(recipe.train.init).exists():

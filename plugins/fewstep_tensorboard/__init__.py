@@ -20,6 +20,15 @@ class TensorBoardConfig(ComponentConfig):
     flush_secs: float = Field(30.0, gt=0, description="Seconds between writes of pending events to disk.")
     images: bool = Field(True, description="Log the sample grids as images (false: scalars and text only).")
 
+    def resources(self) -> list[tuple[tuple, str]]:
+        """What ``fewstep check`` notes before a run: the tensorboard package, when it is not installed."""
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is not None:
+            return []
+        return [(("train", "loggers"),
+                 "the tensorboard logger needs the tensorboard package: pip install 'fewstep[tensorboard]'")]
+
 
 @hookimpl
 def fewstep_register_loggers(registry):

@@ -1,13 +1,10 @@
 """The TensorBoard logger (:class:`fewstep.protocols.Logger`) over ``torch.utils.tensorboard.SummaryWriter``."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from fewstep.errors import ConfigError
-
-EXTRA = "pip install 'fewstep[tensorboard]' (or pip install tensorboard)"
 
 
 def flat_settings(recipe: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -29,8 +26,8 @@ class TensorBoardLogger:
     HParams, in ``<run>/<subdir>``."""
 
     def __init__(self, cfg):
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError(f"train.loggers: the tensorboard logger needs the tensorboard package: {EXTRA}")
+        for loc, problem in cfg.resources():  # the package: one line naming the extra
+            raise ConfigError(f"{'.'.join(loc)}: {problem}")
         self.cfg, self.writer, self.run = cfg, None, None
 
     def start(self, run) -> None:

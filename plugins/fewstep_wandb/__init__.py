@@ -27,6 +27,14 @@ class WandbConfig(ComponentConfig):
     tags: list[str] = Field(default_factory=list, description="W&B tags.")
     images: bool = Field(True, description="Log the sample grids as images.")
 
+    def resources(self) -> list[tuple[tuple, str]]:
+        """What ``fewstep check`` notes before a run: the wandb package, when it is not installed."""
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is not None:
+            return []
+        return [(("train", "loggers"), "the wandb logger needs the wandb package: pip install 'fewstep[wandb]'")]
+
 
 @hookimpl
 def fewstep_register_loggers(registry):

@@ -1,7 +1,6 @@
 """The Weights & Biases logger (:class:`fewstep.protocols.Logger`) over the ``wandb`` client."""
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,6 @@ from typing import Any
 from fewstep.errors import ConfigError
 from fewstep.files import write_text
 
-EXTRA = "pip install 'fewstep[wandb]' (or pip install wandb)"
 ID_FILE = "wandb_id.txt"  # in the run directory: the W&B run that this run continues
 STEP = "step"  # the x-axis of every logged value (a resumed run may log a step again)
 
@@ -29,8 +27,8 @@ class WandbLogger:
     in the summary."""
 
     def __init__(self, cfg):
-        if importlib.util.find_spec("wandb") is None:
-            raise ConfigError(f"train.loggers: the wandb logger needs the wandb package: {EXTRA}")
+        for loc, problem in cfg.resources():  # the package: one line naming the extra
+            raise ConfigError(f"{'.'.join(loc)}: {problem}")
         self.cfg, self.run = cfg, None
 
     def start(self, run) -> None:

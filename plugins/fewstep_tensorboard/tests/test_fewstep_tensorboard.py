@@ -40,3 +40,19 @@ def test_flat_settings_are_the_recipes_scalars():
     assert flat_settings(recipe) == {"objective.name": "imm", "objective.kernel.name": "laplace",
                                      "objective.kernel.eps": 1e-8, "train.steps": 10, "train.betas.0": 0.9,
                                      "train.betas.1": 0.99, "train.compile": False, "eval.metrics.0.name": "sw2"}
+
+
+def test_fewstep_check_notes_the_missing_package_and_train_writes_nothing(monkeypatch, regs, write, tmp_path):
+    from fewstep.api import train_recipe
+    from fewstep.config import load_recipe
+    from fewstep.config.recipe import missing_resources
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    path = write("r.yaml", "data: eight_gaussians\nnetwork: mlp\nobjective: fm\n"
+                           f"train: {{loggers: [jsonl, tensorboard]}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")
+    assert missing_resources(load_recipe(path, [], regs)) == [
+        "train.loggers: the tensorboard logger needs the tensorboard package: pip install 'fewstep[tensorboard]'"]
+    with pytest.raises(ConfigError, match="^train.loggers: the tensorboard logger needs"):
+        train_recipe(path, registries=regs, progress=False)
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
