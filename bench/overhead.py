@@ -4,8 +4,8 @@
     .venv/bin/python bench/overhead.py --batch 256 --repeats 5 --steps 30
     .venv/bin/python bench/overhead.py --device cuda --steps 200
 
-(a) framework / bare step time, for FM (``--fm-recipe``), IMM (``--recipe``) and MeanFlow
-    (``--meanflow-recipe``); target <= 1.05x.
+(a) framework / bare step time, for FM (``--fm-recipe``), IMM (``--recipe``), MeanFlow
+    (``--meanflow-recipe``) and TVM (``--tvm-recipe``); target <= 1.05x.
 (b) IMM / FM step time in the framework (same network and batch); target <= 1.40x, printed beside
     bare IMM / bare FM, which is what the maths itself costs.
 (c) MeanFlow / FM in the framework; target <= 1.8x (one forward-mode pass should cost about one extra
@@ -21,11 +21,12 @@ backward, grad clip, optimiser step, EMA update, log sums (and the metrics line 
 Bare side: the same network class built with the same seed, the same dataset sampler, Adam, clip
 and EMA, and the loss written directly in torch (OT-FM + Euler-FM parameterisation; IMM with
 M-particle groups, eta-decrement r(s, t), Laplace kernel with bandwidth 1/(sigma_d (t - s)) and
-weight w(t); MeanFlow with ``torch.func.jvp`` on the network). Before timing, each bare loss and its
+weight w(t); MeanFlow and TVM with ``torch.func.jvp`` on the network). Before timing, each bare loss and its
 gradients are checked against the framework's on the same weights, batch and seed.
 """
 from __future__ import annotations
 
+import copy
 import math
 import tempfile
 from pathlib import Path
@@ -103,11 +104,44 @@ def meanflow_loss(net, x, p):
     return ((e.detach() + p["c_w"]).pow(-p["p"]) * e).mean()
 
 
+def tvm_loss(net, x, p):
+    """TVM as lumalabs/tvm computes it, unguided: gap l = sigmoid(N(m_l, s_l)), terminal s logit-normal truncated
+    to s <= 1 - l, t = min(s + l, 1), FM time s' (float64 draws); z ~ N(0, sd^2); F = sd G(c_in x, ct, c(t - s));
+    f = x_t - (t - s) F and df/ds by ``torch.func.jvp`` (gradients through the tangent); v_tgt = F_EMA(sg f, s, s)
+    of a 0.99 EMA target moved once per call; loss mean(|df/ds - v_tgt|^2 [s != t] + |F(x_s', s', s') - (z - x)|^2)."""
+    sd, c, B, D64 = p["sd"], p["time_scale"], x.shape[0], torch.float64
+    lam = p["gap_mean"] + p["gap_std"] * torch.randn(B, dtype=D64, device=x.device)
+    gap = torch.sigmoid(lam)
+    u = torch.rand(B, dtype=D64, device=x.device)
+    s = torch.sigmoid(p["s_mean"] + p["s_std"] * torch.special.ndtri(
+        u * torch.special.ndtr((-lam - p["s_mean"]) / p["s_std"])))
+    t = (s + gap).clamp(max=1.0)
+    sp = torch.sigmoid(p["s_mean"] + p["s_std"] * torch.randn(B, dtype=D64, device=x.device))
+    s, t, sp = s.float(), t.float(), sp.float()
+    z = sd * torch.randn(x.shape, device=x.device)
+    x_t, x_sp = (1 - t[:, None]) * x + t[:, None] * z, (1 - sp[:, None]) * x + sp[:, None] * z
+    if "target" not in p:  # the EMA target: a copy at the first step, then theta-bar <- d theta-bar + (1 - d) theta
+        p["target"] = copy.deepcopy(net).requires_grad_(False).eval()
+    else:
+        with torch.no_grad():
+            torch._foreach_lerp_(list(p["target"].parameters()), list(net.parameters()), 1 - p["decay"])
+
+    def F(model, x_, s_, t_):
+        return sd * model(c_in(sd, t_[:, None]) * x_, c * t_, c * (t_ - s_))
+
+    f, dfds = torch.func.jvp(lambda s_: x_t - (t - s_)[:, None] * F(net, x_t, s_, t), (s,), (torch.ones_like(s),))
+    v_fm = F(net, x_sp, sp, sp)
+    with torch.no_grad():
+        v_tgt = F(p["target"], f.detach(), s, s)
+    terminal = torch.where(torch.isclose(s, t), 0.0, (dfds - v_tgt).pow(2).mean(1))
+    return (terminal + (v_fm - (z - x)).pow(2).mean(1)).mean()
+
+
 def bare_params(recipe, comps) -> dict:
     """The constants of the bare maths; refuses recipes it was not written for."""
     r, o = recipe, recipe.objective
     ok = (r.interpolant.name == "ot_fm" and r.flowmap.parameterisation == "euler_fm"
-          and r.flowmap.second_time == ("stride" if o.name == "meanflow" else "s")
+          and r.flowmap.second_time == ("stride" if o.name in ("meanflow", "tvm") else "s")
           and r.data.name in ("eight_gaussians", "checkerboard", "moons", "spiral"))
     if o.name == "fm":
         ok &= o.time_sampling == "uniform" and not o.minibatch_ot and o.sigma == 0
@@ -116,16 +150,21 @@ def bare_params(recipe, comps) -> dict:
                and o.weight_elbo and o.weight_alpha and o.weight_norm and comps.objective.kernel.name == "laplace")
     elif o.name == "meanflow":
         ok &= o.omega == 1 and o.kappa == 0 and o.label_dropout == 0 and o.fp32
+    elif o.name == "tvm":
+        ok &= o.guidance == 1 and not o.fused_pass and r.interpolant.eps == 0 and r.interpolant.T == 1
     else:
         ok = False
     if not ok:
         raise SystemExit(f"the bare loop covers OT-FM + euler_fm with fm (uniform) or imm (eta mapping, laplace, "
-                         f"c_out bandwidth) and second_time s, or meanflow unguided with stride; {o.name} recipe "
-                         "differs")
+                         f"c_out bandwidth) and second_time s, or meanflow or tvm (two passes on [0, 1]) unguided "
+                         f"with stride; {o.name} recipe differs")
     ip = comps.interpolant
     p = {"sd": ip.sigma_d, "eps": ip.eps, "T": ip.T, "time_scale": r.flowmap.time_scale, "loss": fm_loss}
     if o.name == "imm":
         p.update(M=o.group_size, k=o.k, a=o.a, b=o.b, kernel_eps=comps.objective.kernel.eps, loss=imm_loss)
+    if o.name == "tvm":
+        p.update(gap_mean=o.gap_mean, gap_std=o.gap_std, s_mean=o.s_mean, s_std=o.s_std, decay=o.target_ema_decay,
+                 loss=tvm_loss)
     if o.name == "meanflow":
         p.update(mean_t=o.logit_mean_t, std_t=o.logit_std_t, mean_r=o.logit_mean_r, std_r=o.logit_std_r,
                  share=o.share_r_neq_t, p=o.p, c_w=o.c, loss=meanflow_loss)
@@ -202,32 +241,34 @@ def main() -> None:
     ap.add_argument("--fm-recipe", default="recipes/fm_toy.yaml", help="FM recipe (default recipes/fm_toy.yaml)")
     ap.add_argument("--meanflow-recipe", default="recipes/meanflow_toy.yaml",
                     help="MeanFlow recipe (default recipes/meanflow_toy.yaml); 'none' leaves MeanFlow out")
+    ap.add_argument("--tvm-recipe", default="recipes/tvm_toy.yaml",
+                    help="TVM recipe (default recipes/tvm_toy.yaml, at its own batch); 'none' leaves TVM out")
     ap.add_argument("--steps", type=int, default=50, help="timed steps per chunk and side (default 50)")
     ap.add_argument("--warm", type=int, default=10, help="untimed steps per side first (default 10)")
     args = ap.parse_args()
     device = C.setup(args)
     extra = ["train.sample_every=1", "train.steps=1000000000"]  # on_samples after every step; never ends
     loops, tmp = {}, tempfile.TemporaryDirectory()
-    kinds = [("fm", args.fm_recipe), ("imm", args.recipe)]
-    kinds += [("meanflow", args.meanflow_recipe)] if args.meanflow_recipe != "none" else []
+    kinds = [("fm", args.fm_recipe), ("imm", args.recipe), ("meanflow", args.meanflow_recipe),
+             ("tvm", args.tvm_recipe)]
+    kinds = [(k, path) for k, path in kinds if path != "none"]
     for kind, path in kinds:
         recipe, comps = C.load(path, device, args.batch, extra)
         p = bare_params(recipe, comps)
         print(f"{kind}: {path}, batch {recipe.train.batch_size}: {check_same(comps, p, device)}", flush=True)
+        p.pop("target", None)  # the bare loop's EMA target starts from its own network
         loops[f"fw_{kind}"] = C.SteppedLoop(framework_loop(comps, Path(tmp.name) / kind), device, args.threads)
         loops[f"bare_{kind}"] = C.SteppedLoop(bare_loop(comps, p, device), device, args.threads)
     t = C.race_loops(loops, args, device, "side", tmp)
-    fm_r, imm_r = C.ratios(t["fw_fm"], t["bare_fm"]), C.ratios(t["fw_imm"], t["bare_imm"])
+    for kind, _ in kinds:
+        r = C.ratios(t[f"fw_{kind}"], t[f"bare_{kind}"])
+        C.report_ratio(f"(a) {kind} framework / bare", r, "<= 1.05x", C.spread(r)[1] <= 1.05)
     mix = C.ratios(t["fw_imm"], t["fw_fm"])
-    C.report_ratio("(a) FM  framework / bare", fm_r, "<= 1.05x", C.spread(fm_r)[1] <= 1.05)
-    C.report_ratio("(a) IMM framework / bare", imm_r, "<= 1.05x", C.spread(imm_r)[1] <= 1.05)
     C.report_ratio("(b) IMM / FM, framework", mix, "<= 1.40x", C.spread(mix)[1] <= 1.40)
     C.report_ratio("(b) IMM / FM, bare (cost of the maths)", C.ratios(t["bare_imm"], t["bare_fm"]))
     if "fw_meanflow" in t:
-        mf_r = C.ratios(t["fw_meanflow"], t["bare_meanflow"])
-        C.report_ratio("(a) MeanFlow framework / bare", mf_r, "<= 1.05x", C.spread(mf_r)[1] <= 1.05)
-        C.report_ratio("(c) MeanFlow / FM, framework", C.ratios(t["fw_meanflow"], t["fw_fm"]), "<= 1.8x",
-                       C.spread(C.ratios(t["fw_meanflow"], t["fw_fm"]))[1] <= 1.8)
+        mf = C.ratios(t["fw_meanflow"], t["fw_fm"])
+        C.report_ratio("(c) MeanFlow / FM, framework", mf, "<= 1.8x", C.spread(mf)[1] <= 1.8)
         C.report_ratio("(c) MeanFlow / FM, bare (torch.func.jvp)", C.ratios(t["bare_meanflow"], t["bare_fm"]))
 
 
