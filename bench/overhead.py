@@ -8,7 +8,7 @@
     (``--meanflow-recipe``) and TVM (``--tvm-recipe``); target <= 1.05x.
 (b) IMM / FM step time in the framework (same network and batch); target <= 1.40x, printed beside
     bare IMM / bare FM, which is what the maths itself costs.
-(c) MeanFlow / FM in the framework; target <= 1.8x (one forward-mode pass should cost about one extra
+(d) MeanFlow / FM in the framework; target <= 1.8x (one forward-mode pass should cost about one extra
     forward), beside the bare loop's, whose JVP is ``torch.func.jvp`` as py-meanflow's.
 
 Framework side: ``fewstep.train.loop.train`` itself, on a temporary run directory, in a worker
@@ -268,8 +268,8 @@ def main() -> None:
     C.report_ratio("(b) IMM / FM, bare (cost of the maths)", C.ratios(t["bare_imm"], t["bare_fm"]))
     if "fw_meanflow" in t:
         mf = C.ratios(t["fw_meanflow"], t["fw_fm"])
-        C.report_ratio("(c) MeanFlow / FM, framework", mf, "<= 1.8x", C.spread(mf)[1] <= 1.8)
-        C.report_ratio("(c) MeanFlow / FM, bare (torch.func.jvp)", C.ratios(t["bare_meanflow"], t["bare_fm"]))
+        C.report_ratio("(d) MeanFlow / FM, framework", mf, "<= 1.8x", C.spread(mf)[1] <= 1.8)
+        C.report_ratio("(d) MeanFlow / FM, bare (torch.func.jvp)", C.ratios(t["bare_meanflow"], t["bare_fm"]))
 
 
 if __name__ == "__main__":
