@@ -77,7 +77,12 @@ class Dist:
 
 
 def from_env() -> Dist:
-    """Join the process group torchrun describes in the environment (a single process otherwise)."""
+    """Join the process group torchrun describes in the environment (a single process otherwise).
+
+    After an elastic restart (``torchrun --max-restarts``) the new workers meet in the store the agent kept,
+    where the previous attempt's workers left their addresses: on torch 2.14 gloo's ranks read them and fail
+    to connect ("Connection refused" to a dead worker's port). Each attempt's keys therefore live under their
+    own prefix (``TORCHELASTIC_RESTART_COUNT``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -87,7 +92,15 @@ def from_env() -> Dist:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(local)
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        backend = "nccl" if cuda else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            torch.distributed.init_process_group(backend)
+        else:  # under torchrun: this attempt's own keys in its store
+            store, rank, world = next(torch.distributed.rendezvous("env://"))
+            torch.distributed.init_process_group(
+                backend, store=torch.distributed.PrefixStore(f"fewstep/attempt_{attempt}", store), rank=rank,
+                world_size=world)
     return Dist(rank, world, local, here)
 
 

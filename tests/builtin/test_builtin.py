@@ -141,7 +141,7 @@ def test_the_core_registers_its_components_under_the_core_plugin():
                 "kernels": ["energy", "laplace", "rbf"], "samplers": ["euler", "heun", "pushforward", "restart"],
                 "datasets": ["checkerboard", "cifar10", "digits", "eight_gaussians", "image_folder", "latents",
                              "moons", "spiral"],
-                "metrics": ["energy", "fd_digits", "fid", "mmd", "sw2"], "objectives": []}
+                "metrics": ["energy", "fd_digits", "fid", "mmd", "sw2"], "objectives": [], "loggers": ["jsonl"]}
     assert {reg.kind: reg.names() for reg in regs} == expected
     assert {e.plugin for reg in regs for e in reg} == {"core"}
     assert all(isinstance(e.factory, str) for reg in regs for e in reg)  # imported only when built

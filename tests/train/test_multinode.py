@@ -1,0 +1,120 @@
+"""Beyond one machine, on this one (gloo, loopback only): two torchrun "nodes" joined by a c10d rendezvous
+take the steps of one process accumulating two shards, and an elastic run whose worker is killed mid-run
+(``--max-restarts=1``) is restarted by torchrun, resumes from its last checkpoint and ends with the weights
+of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fewstep.api import train_recipe
+from fewstep.run.checkpoint import checkpoint_dirs, latest_checkpoint
+
+RECIPE = """\
+data: {{name: eight_gaussians}}
+network: {{name: mlp, width: 32, depth: 2, emb_dim: 8}}
+flowmap: {{parameterisation: euler_fm}}
+objective: {{name: imm, group_size: 4, k: 8}}
+train: {{steps: {steps}, batch_size: 32, optimizer: adam, lr: 1e-3, log_every: {log}, checkpoint_every: {every},
+        keep_checkpoints: 50, threads: 1}}
+eval: {{steps: [1], reference_steps: null, n_samples: 64, metrics: [energy]}}
+"""
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(run: Path) -> dict:
+    return load_file(latest_checkpoint(run) / "model.safetensors")
+
+
+def test_two_nodes_through_a_c10d_rendezvous_match_one_process_accumulating_two_shards(write, tmp_path, regs):
+    recipe = write("mn.yaml", RECIPE.format(steps=6, log=2, every=3))
+    two, one = tmp_path / "two", tmp_path / "one"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = [subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
+                               "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=fewstep-test",
+                               "-m", "fewstep", "train", str(recipe), "--run-dir", str(two), "-q"],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [n.communicate(timeout=240) for n in nodes]
+    for n, (_, err) in zip(nodes, outs):
+        assert n.returncode == 0, err[-3000:]
+    assert sorted(o.strip() for o, _ in outs) == ["", str(two)]  # global rank 0 alone prints its run
+    train_recipe(recipe, ["train.accumulate=2"], run_dir=one, registries=regs, progress=False)
+    a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4, 6]
+    for ra, rb in zip(a, b):
+        assert abs(ra["loss"] - rb["loss"]) <= 1e-6 * abs(rb["loss"])
+        assert len(set(ra["rank_checksums"])) == 1
+    wa, wb = _weights(two), _weights(one)
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wb)
+
+
+def _workers(agent: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the worker processes torchrun's agent ``agent`` started (from /proc)."""
+    out = {}
+    for task in Path(f"/proc/{agent}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            rank = [e.split(b"=", 1)[1] for e in env if e.startswith(b"LOCAL_RANK=")]
+            if rank:
+                out[int(rank[0])] = int(child)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
+def test_a_killed_worker_is_restarted_and_the_run_ends_with_the_uninterrupted_weights(write, tmp_path):
+    steps, every = 1000, 50  # ~7 s on one CPU core per process: time to kill a worker after a checkpoint
+    recipe = write("el.yaml", RECIPE.format(steps=steps, log=every, every=every))
+    elastic, straight = tmp_path / "elastic", tmp_path / "straight"
+    args = ["--standalone", "--nproc_per_node=2", "-m", "fewstep", "train", str(recipe), "-q", "--run-dir"]
+    log = tmp_path / "torchrun.log"
+    with log.open("w") as out:  # a file, not a pipe nobody reads while polling (the workers would block)
+        agent = subprocess.Popen([*TORCHRUN, "--max-restarts=1", *args, str(elastic)], env=_env(), stdout=out,
+                                 stderr=subprocess.STDOUT)
+        deadline, killed = time.monotonic() + 120, False
+        try:
+            while not killed and time.monotonic() < deadline and agent.poll() is None:
+                workers = _workers(agent.pid)
+                if (elastic / "checkpoints").exists() and checkpoint_dirs(elastic) and 1 in workers:
+                    os.kill(workers[1], signal.SIGKILL)  # a worker dies (OOM killer, a lost GPU)
+                    killed = True
+                time.sleep(0.02)
+            agent.wait(timeout=240)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+    err = log.read_text()
+    assert killed, "the run ended before a worker could be killed"
+    assert agent.returncode == 0, err[-3000:]
+    assert "resuming at step" in err  # the restarted group resumed from the last complete checkpoint
+    subprocess.run([*TORCHRUN, *args, str(straight)], env=_env(), check=True, capture_output=True, timeout=240)
+    wa, wb = _weights(elastic), _weights(straight)
+    assert all(torch.equal(wa[k], wb[k]) for k in wb)  # bit for bit: same seeds per step, same reductions
+    steps_logged = [json.loads(line)["step"] for line in (elastic / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == list(range(every, steps + 1, every))  # records after the checkpoint logged once
