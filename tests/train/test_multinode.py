@@ -118,3 +118,27 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_with_the_uninterrupted_we
     assert all(torch.equal(wa[k], wb[k]) for k in wb)  # bit for bit: same seeds per step, same reductions
     steps_logged = [json.loads(line)["step"] for line in (elastic / "metrics.jsonl").read_text().splitlines()]
     assert steps_logged == list(range(every, steps + 1, every))  # records after the checkpoint logged once
+
+
+def test_sigterm_to_torchrun_stops_every_worker_at_one_step_with_a_checkpoint(write, tmp_path):
+    """What a scheduler does before preemption: SIGTERM to the agent, which passes it to the workers; they
+    finish the step, rank 0 writes a checkpoint of that step and says how to resume."""
+    recipe = write("st.yaml", RECIPE.format(steps=100000, log=50, every=50))
+    run, log = tmp_path / "run", tmp_path / "torchrun.log"
+    with log.open("w") as out:
+        agent = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "fewstep", "train",
+                                  str(recipe), "--run-dir", str(run)], env=_env(), stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while not ((run / "checkpoints").exists() and checkpoint_dirs(run)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=120)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+    text = log.read_text()
+    stop = [line for line in text.splitlines() if line.startswith("stopped: SIGTERM at step ")]
+    assert len(stop) == 1, text[-3000:]  # rank 0 alone says it
+    step = int(stop[0].split("at step ")[1].split()[0])
+    assert latest_checkpoint(run).name == f"step_{step:07d}" and f"--run-dir {run}" in stop[0]
