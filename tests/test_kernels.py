@@ -166,3 +166,20 @@ def test_mmd2_gradient_flows_through_y_only_arguments():
     mmd2(Laplace(), y, y_tilde, w).sum().backward()
     assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
     assert y_tilde.grad is None
+
+
+def test_smooth_laplace_in_closed_form_and_its_two_limits():
+    """exp(-(sqrt((w d)^2 + delta^2) - delta) / D), d = ||a - b||: one entry by hand; far apart it is Laplace
+    times exp(delta / D); near zero log k = -(w d)^2 / (2 delta D) (quadratic, as RBF's with w^2 / delta)."""
+    from fewstep.kernels import SmoothLaplace
+
+    a = torch.tensor([[[0.0, 0.0, 0.0]]], dtype=D64)
+    b = torch.tensor([[[1.0, 2.0, 2.0]]], dtype=D64)  # d = 3
+    w = torch.tensor([2.0], dtype=D64)
+    assert SmoothLaplace(0.5)(a, b, w).item() == pytest.approx(math.exp(-(math.sqrt(36 + 0.25) - 0.5) / 3))
+    far = torch.tensor([200.0], dtype=D64)  # w d = 600 >> delta
+    ratio = SmoothLaplace(0.5)(a, b, far) / Laplace()(a, b, far)
+    assert ratio.item() == pytest.approx(math.exp(0.5 / 3), rel=1e-4)
+    near = torch.tensor([1e-4], dtype=D64)
+    assert torch.log(SmoothLaplace(0.5)(a, b, near)).item() == pytest.approx(-(3e-4) ** 2 / (2 * 0.5 * 3), rel=1e-6)
+    assert SmoothLaplace(1e-12)(a, b, w).item() == pytest.approx(Laplace()(a, b, w).item(), rel=1e-9)

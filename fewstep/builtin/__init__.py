@@ -185,6 +185,11 @@ class LaplaceConfig(ComponentConfig):
     eps: float = Field(1e-8, gt=0, description="Floor on the distance, so the gradient at 0 is defined (IMM §4.2).")
 
 
+class SmoothLaplaceConfig(ComponentConfig):
+    delta: float = Field(1.0, gt=0, description="Scaled distance w ||a-b|| below which the exponent turns quadratic "
+                                                "(pseudo-Huber); -> 0 is Laplace. Not from the IMM paper.")
+
+
 class NoConfig(ComponentConfig):
     pass
 
@@ -194,6 +199,8 @@ def fewstep_register_kernels(registry):
     registry.add("laplace", "fewstep.kernels:build_laplace", LaplaceConfig,
                  "exp(-w ||a-b|| / D), IMM's default kernel")
     registry.add("rbf", "fewstep.kernels:build_rbf", NoConfig, "exp(-w^2 ||a-b||^2 / 2D)")
+    registry.add("smooth_laplace", "fewstep.kernels:build_smooth_laplace", SmoothLaplaceConfig,
+                 "exp(-(sqrt((w ||a-b||)^2 + delta^2) - delta) / D): Laplace far, quadratic near 0")
     registry.add("energy", "fewstep.kernels:build_energy", NoConfig,
                  "-w^2 ||a-b||^2 / D; with one particle IMM becomes CT with an L2 loss")
 

@@ -35,6 +35,15 @@ class IMMConfig(ComponentConfig):
     bandwidth: Union[Literal["c_out"], PositiveFloat] = Field(
         "c_out", description="Kernel weight w~(s, t): 'c_out' = 1/|c_out(s, t)| of the flow map, which makes "
                              "kernel values independent of t (IMM §4.2, App. C.8), or a constant (unitless).")
+    bandwidth_min_gap: float = Field(
+        0.0, ge=0, lt=1, description="Cap w~ at its value for a gap of this size: w~ = 1/(sigma_d max(t - s, g)) under "
+                                     "euler_fm. At small gaps w~ = 1/(sigma_d (t - s)) drowns the MMD's cross terms, "
+                                     "leaving a median-seeking paired term (docs/imm.md §11); 0 = off (the paper).")
+    small_gap_kernel: KernelRef = component_ref(
+        "kernels", "rbf", "Kernel for groups whose gap t - s is below small_gap, e.g. rbf or smooth_laplace: smooth "
+                          "at zero, so the paired term seeks the mean (docs/imm.md §11); used only when small_gap > 0")
+    small_gap: float = Field(
+        0.0, ge=0, lt=1, description="Gap t - s below which small_gap_kernel replaces kernel; 0 = off (the paper).")
     mapping: Literal["eta", "t", "lambda", "inv_eta"] = Field(
         "eta", description="r(s, t): constant decrement in eta (IMM §4.2, C.6), or the ablated decrement in t, "
                            "increment in log-SNR lambda, increment in 1/eta (IMM §7.5, Fig. 11).")
@@ -87,6 +96,9 @@ class IMMConfig(ComponentConfig):
             out.append((("objective", "mapping"),
                         f"'{self.mapping}' needs interpolant.eps > 0 (lambda and 1/eta are infinite at t = 0; "
                         f"IMM App. C.6 uses eps ~ 0.001-0.005)"))
+        if self.bandwidth_min_gap > 0 and (self.bandwidth != "c_out" or recipe.flowmap.parameterisation != "euler_fm"):
+            out.append((("objective", "bandwidth_min_gap"),
+                        "caps w~ = 1/(sigma_d (t - s)): needs bandwidth c_out and flowmap.parameterisation euler_fm"))
         if recipe.flowmap.second_time == "none":
             out.append((("flowmap", "second_time"),
                         "IMM trains the two-time map f(x_t, s, t): use s or stride, not none"))

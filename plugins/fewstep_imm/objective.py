@@ -33,6 +33,7 @@ class IMM:
     def __init__(self, cfg, interpolant: Interpolant):
         self.cfg, self.ip = cfg, interpolant
         self.kernel = build_ref(cfg.kernel, "kernels")
+        self.small_kernel = build_ref(cfg.small_gap_kernel, "kernels") if cfg.small_gap > 0 else None
         self._ema = EMATarget(cfg.target_ema_decay) if cfg.target == "ema" else None
 
     # --- pieces, public so that tests and other objectives can use them ----------------------
@@ -87,8 +88,12 @@ class IMM:
         y, y_tilde = online_and_target(fm, self.target_flowmap(fm, step), (x_t, s_, t_, cond_online),
                                        (x_r, s_, r_, cond_target), shared_dropout=cfg.shared_dropout,
                                        target_fp32=cfg.target_fp32)
-        w_tilde = kernel_bandwidth(fm, s, t, cfg.bandwidth).to(y.dtype)
-        mmd = mmd2(self.kernel, y.reshape(G, M, -1), y_tilde.reshape(G, M, -1), w_tilde)
+        w_tilde = kernel_bandwidth(fm, s, t, cfg.bandwidth, cfg.bandwidth_min_gap).to(y.dtype)
+        y, y_tilde = y.reshape(G, M, -1), y_tilde.reshape(G, M, -1)
+        mmd = mmd2(self.kernel, y, y_tilde, w_tilde)
+        if cfg.small_gap > 0:  # groups with t - s < small_gap: the smooth kernel (docs/imm.md §11)
+            small = (t - s) < cfg.small_gap
+            mmd = torch.where(small.to(mmd.device), mmd2(self.small_kernel, y, y_tilde, w_tilde), mmd)
         return (self.weight(t).to(y.dtype) * mmd).mean(), mmd
 
     # --- state (the EMA target), checkpointed by the training loop ---------------------------

@@ -27,13 +27,19 @@ def loss_weight(ip: Interpolant, t: Tensor, a: float = 1.0, b: float = 5.0, elbo
     return w
 
 
-def kernel_bandwidth(fm: FlowMap, s: Tensor, t: Tensor, bandwidth: str | float = "c_out") -> Tensor:
+def kernel_bandwidth(fm: FlowMap, s: Tensor, t: Tensor, bandwidth: str | float = "c_out",
+                     min_gap: float = 0.0) -> Tensor:
     """w~(s, t) = 1 / |c_out(s, t)| from the f-level coefficient (IMM §4.2, App. C.8), or a constant.
 
     Euler-FM: 1/(sigma_d (t - s)); Simple-EDM: sqrt(alpha_t^2 + sigma_t^2) / (sigma_d |alpha_s sigma_t -
     sigma_s alpha_t|); identity: |sigma_t / (alpha_s sigma_t - sigma_s alpha_t)|.
+
+    ``min_gap`` g > 0 (not in the paper; docs/imm.md §11) evaluates c_out at max(t, s + g): under Euler-FM
+    w~ = 1/(sigma_d max(t - s, g)), a cap on the bandwidth at small gaps.
     """
     if bandwidth != "c_out":
         return torch.full_like(t, float(bandwidth))
+    if min_gap > 0:
+        t = torch.maximum(t, s + min_gap)
     _, c_out = fm.coefficients(s, t)
     return 1.0 / c_out.abs().clamp_min(torch.finfo(c_out.dtype).tiny)

@@ -138,7 +138,8 @@ def test_the_core_registers_its_components_under_the_core_plugin():
 
     regs = load_registries(entry_points=False, env={}, warn=False)
     expected = {"interpolants": ["ot_fm", "vp_cosine"], "networks": ["ddpmpp", "dit", "mlp", "unet"],
-                "kernels": ["energy", "laplace", "rbf"], "samplers": ["euler", "heun", "pushforward", "restart"],
+                "kernels": ["energy", "laplace", "rbf", "smooth_laplace"],
+                "samplers": ["euler", "heun", "pushforward", "restart"],
                 "datasets": ["checkerboard", "cifar10", "digits", "eight_gaussians", "image_folder", "latents",
                              "moons", "spiral"],
                 "metrics": ["energy", "fd_digits", "fid", "mmd", "sw2"], "objectives": [], "loggers": ["jsonl"]}

@@ -280,3 +280,38 @@ def test_resume_with_an_ema_target_is_exact(write, tmp_path, regs):
     assert set(ema_b) == set(a) and set(ema_a) == set(ema_b)
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     assert not all(torch.equal(ema_b[k], b[k]) for k in ema_b)  # theta- is not the online weights
+
+
+def test_groups_below_small_gap_use_the_small_gap_kernel():
+    """small_gap: groups with t - s below it are matched with small_gap_kernel, the others with the kernel;
+    the loss is the weighted mean of those per-group MMD^2 (computed here with each kernel separately)."""
+    from fewstep.kernels import RBF, Laplace, mmd2
+
+    M, D, B = 4, 3, 64
+    obj, ip = imm(group_size=M, small_gap=0.3, small_gap_kernel={"name": "rbf"})
+    fm = RecordingFlowMap(ProbeNet(D), ip, "euler_fm", "s")
+    x = 0.5 * torch.randn(B, D, generator=torch.Generator().manual_seed(1), dtype=D64)
+    loss, logs = obj.loss(fm, Batch(x), 0)
+    online, target = fm.f_calls
+    G = B // M
+    s, t = online["s"].reshape(G, M)[:, 0], online["t"].reshape(G, M)[:, 0]
+    y, y_tilde = online["out"].detach().reshape(G, M, D), target["out"].reshape(G, M, D)
+    w_tilde = ot_fm_bandwidth("euler_fm", s, t)
+    small = (t - s) < 0.3
+    assert small.any() and (~small).any()
+    mmd = torch.where(small, mmd2(RBF(), y, y_tilde, w_tilde), mmd2(Laplace(), y, y_tilde, w_tilde))
+    assert torch.allclose(logs["mmd2"], mmd.mean(), rtol=1e-10, atol=0)
+    assert torch.allclose(loss, (ot_fm_weight(t, 1.0, 5.0) * mmd).mean(), rtol=1e-10, atol=0)
+    assert not torch.allclose(mmd, mmd2(Laplace(), y, y_tilde, w_tilde))
+
+
+def test_the_small_gap_options_are_checked_against_the_flow_map(regs):
+    from fewstep.config import recipe_from_dict
+    from fewstep.errors import RecipeError
+
+    base = {"data": "eight_gaussians", "network": "mlp", "flowmap": {"parameterisation": "simple_edm"},
+            "objective": {"name": "imm", "bandwidth_min_gap": 0.2}}
+    with pytest.raises(RecipeError, match="bandwidth_min_gap: caps w~"):
+        recipe_from_dict(base, regs)
+    ok = recipe_from_dict({**base, "flowmap": {"parameterisation": "euler_fm"}}, regs)
+    assert ok.objective.bandwidth_min_gap == 0.2 and ok.objective.small_gap_kernel.name == "rbf"

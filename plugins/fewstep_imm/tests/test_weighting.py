@@ -67,3 +67,12 @@ def test_bandwidth_simple_edm_and_identity_closed_forms():
 def test_constant_bandwidth():
     s, t = st()
     assert torch.equal(kernel_bandwidth(fm("euler_fm"), s, t, 3.0), torch.full_like(t, 3.0))
+
+
+def test_bandwidth_floor_on_the_gap():
+    """bandwidth_min_gap g: w~ = 1/(sigma_d max(t - s, g)) under Euler-FM (docs/imm.md §11), unchanged above g."""
+    s, t = st()
+    g = float((t - s).median())
+    capped = kernel_bandwidth(fm("euler_fm"), s, t, "c_out", g)
+    assert torch.allclose(capped, 1 / (0.5 * torch.clamp(t - s, min=g)))
+    assert (capped < kernel_bandwidth(fm("euler_fm"), s, t)).any()
