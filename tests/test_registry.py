@@ -70,7 +70,7 @@ def test_unknown_name_and_bad_options_are_recipe_errors(regs):
     with pytest.raises(RecipeError) as err:
         recipe(regs, "lapalce")
     assert err.value.problems == ["r.yaml objective.kernel: unknown kernel 'lapalce'; did you mean 'laplace'? "
-                                  "(known: energy, laplace, rbf)"]
+                                  "(known: energy, laplace, rbf, smooth_laplace)"]
     with pytest.raises(RecipeError) as err:
         recipe(regs, {"name": "laplace", "eps": 0, "extra": 1})
     assert sorted(err.value.problems) == ["r.yaml objective.kernel.eps: input should be greater than 0",

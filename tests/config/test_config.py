@@ -78,8 +78,8 @@ def _name_first_everywhere(value, where="recipe"):
 
 def test_recipe_dict_puts_name_first_in_every_component(regs):
     data = recipe_dict(_imm(regs))
-    # data, network, interpolant, objective, its kernel, sampler, the two metrics and the jsonl logger
-    assert _name_first_everywhere(data) == 9
+    # data, network, interpolant, objective, its two kernels, sampler, the two metrics and the jsonl logger
+    assert _name_first_everywhere(data) == 10
     assert list(data["objective"]["kernel"]) == ["name", "eps"]
     assert [m["name"] for m in data["eval"]["metrics"]] == ["energy", "sw2"]
     assert data["eval"]["metrics"][1] == {"name": "sw2", "n_projections": 8}

@@ -52,15 +52,24 @@ def test_two_nodes_through_a_c10d_rendezvous_match_one_process_accumulating_two_
     recipe = write("mn.yaml", RECIPE.format(steps=6, log=2, every=3))
     two, one = tmp_path / "two", tmp_path / "one"
     endpoint = f"127.0.0.1:{_free_port()}"
-    nodes = [subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
-                               "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=fewstep-test",
-                               "-m", "fewstep", "train", str(recipe), "--run-dir", str(two), "-q"],
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [n.communicate(timeout=240) for n in nodes]
-    for n, (_, err) in zip(nodes, outs):
-        assert n.returncode == 0, err[-3000:]
-    assert sorted(o.strip() for o, _ in outs) == ["", str(two)]  # global rank 0 alone prints its run
+    logs = [(tmp_path / f"node{i}.out", tmp_path / f"node{i}.err") for i in range(2)]
+    nodes = []
+    for i, (out, err) in enumerate(logs):  # files, not pipes: a node blocked on a full pipe would stall both
+        with out.open("w") as o, err.open("w") as e:
+            nodes.append(subprocess.Popen([*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", f"--node_rank={i}",
+                                           "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                                           "--rdzv-id=fewstep-test", "-m", "fewstep", "train", str(recipe),
+                                           "--run-dir", str(two), "-q"], env=_env(), stdout=o, stderr=e))
+    try:
+        for n in nodes:
+            n.wait(timeout=240)
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+    for n, (_, err) in zip(nodes, logs):
+        assert n.returncode == 0, err.read_text()[-3000:]
+    assert sorted(out.read_text().strip() for out, _ in logs) == ["", str(two)]  # global rank 0 alone prints
     train_recipe(recipe, ["train.accumulate=2"], run_dir=one, registries=regs, progress=False)
     a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
