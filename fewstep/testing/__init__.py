@@ -15,6 +15,10 @@
     @pytest.mark.parametrize("entry", conformance_cases(plugin="my_plugin"))
     def test_conformance(entry):
         check_component(entry)
+
+- Several processes (:mod:`fewstep.testing.distributed`): :func:`~fewstep.testing.distributed.torchrun_env`
+  to launch torchrun from a test, and :func:`~fewstep.testing.distributed.assert_same_steps`, which checks
+  that N gloo processes took the steps of one process accumulating N shards.
 """
 from fewstep.testing.conformance import (
     check_component,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from fewstep.data.latents import LatentDataset
+from fewstep.testing.distributed import torchrun_env
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_out_must_be_a_folder(tmp_path, cli):
 
 
 def _torchrun_encode(root, vae_dir, out, **popen):
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = torchrun_env()
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fewstep",
             "encode", "--data", "image_folder", "--set", f"data.root={root}", "--set", "data.size=16",
             "--set", "data.conditional=true", "--vae", str(vae_dir), "--out", str(out), "--shard-size", "4",

@@ -2,7 +2,6 @@
 one, and usable as the reference of the metric; bad flags are one line."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fewstep.testing.distributed import torchrun_env
 from fewstep.testing.fixtures import image_folder
 
 
@@ -46,7 +46,7 @@ def test_two_processes_give_the_statistics_of_one(images, tmp_path, cli):
     one, two = tmp_path / "one.npz", tmp_path / "two.npz"
     assert cli("fid-ref", images, "--size", 8, "--features", "digits", "--out", one, "--workers", 0,
                "-q").exit_code == 0
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = torchrun_env()
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
                           "fewstep", "fid-ref", str(images), "--size", "8", "--features", "digits", "--out", str(two),
                           "--workers", "0", "-q"], env=env, capture_output=True, text=True, timeout=180)

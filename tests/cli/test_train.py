@@ -1,7 +1,6 @@
 """``fewstep train RECIPE``: the run directory on stdout, resume by default, --fresh, --stop-after, --run-dir."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fewstep.testing.distributed import torchrun_env
 
 
 def test_stop_after_then_the_same_command_resumes(tiny, cli):
@@ -63,7 +64,7 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_and_says_how_to_resume(t
     from fewstep.run.checkpoint import latest_checkpoint
 
     recipe = write("long.yaml", LONG.format(out=tmp_path / "runs"))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = torchrun_env()
     proc = subprocess.Popen([sys.executable, "-m", "fewstep", "train", str(recipe), "--set", "train.lr=2e-3", "-q"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     group, deadline = tmp_path / "runs" / "long", time.monotonic() + 120

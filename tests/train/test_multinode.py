@@ -4,7 +4,6 @@ take the steps of one process accumulating two shards, and an elastic run whose 
 of an uninterrupted run."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -19,6 +18,8 @@ from safetensors.torch import load_file
 
 from fewstep.api import train_recipe
 from fewstep.run.checkpoint import checkpoint_dirs, latest_checkpoint
+from fewstep.run.records import read_metrics
+from fewstep.testing.distributed import assert_same_steps, torchrun_env
 
 RECIPE = """\
 data: {{name: eight_gaussians}}
@@ -33,9 +34,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                            "MASTER_PORT")}
-    return {**env, "OMP_NUM_THREADS": "1"}
+    return torchrun_env(OMP_NUM_THREADS="1")
 
 
 def _free_port() -> int:
@@ -71,12 +70,7 @@ def test_two_nodes_through_a_c10d_rendezvous_match_one_process_accumulating_two_
         assert n.returncode == 0, err.read_text()[-3000:]
     assert sorted(out.read_text().strip() for out, _ in logs) == ["", str(two)]  # global rank 0 alone prints
     train_recipe(recipe, ["train.accumulate=2"], run_dir=one, registries=regs, progress=False)
-    a = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
-    b = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4, 6]
-    for ra, rb in zip(a, b):
-        assert abs(ra["loss"] - rb["loss"]) <= 1e-6 * abs(rb["loss"])
-        assert len(set(ra["rank_checksums"])) == 1
+    assert_same_steps(two, one, [2, 4, 6])
     wa, wb = _weights(two), _weights(one)
     assert all(torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6) for k in wb)
 
@@ -125,7 +119,7 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_with_the_uninterrupted_we
     subprocess.run([*TORCHRUN, *args, str(straight)], env=_env(), check=True, capture_output=True, timeout=240)
     wa, wb = _weights(elastic), _weights(straight)
     assert all(torch.equal(wa[k], wb[k]) for k in wb)  # bit for bit: same seeds per step, same reductions
-    steps_logged = [json.loads(line)["step"] for line in (elastic / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [r["step"] for r in read_metrics(elastic)]
     assert steps_logged == list(range(every, steps + 1, every))  # records after the checkpoint logged once
 
 
