@@ -15,7 +15,7 @@ from typing import Any, Callable
 from fewstep.protocols import Logger
 from fewstep.run.records import append_metrics, trim_metrics
 
-__all__ = ["JSONL", "JsonlLogger", "RunInfo", "Tracker", "TrackingWarning", "log_results"]
+__all__ = ["JSONL", "JsonlLogger", "RunInfo", "Tracker", "TrackingWarning", "log_results", "result_values"]
 
 JSONL = "jsonl"
 
@@ -109,6 +109,16 @@ class Tracker:
 
     def finish(self, status: str) -> None:
         self._each("finish", status)
+
+
+NOT_METRICS = ("steps", "nfe", "seconds", "samples_per_s")  # the columns of an eval row that are not metrics
+
+
+def result_values(kind: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Eval or bench rows ({"steps": k, <metric>: value, ...}) as ``{"<kind>/<metric>/<k> steps": value}``: the
+    names under which loggers show them."""
+    return {f"{kind}/{key}/{row['steps']} steps": float(value) for row in rows for key, value in row.items()
+            if key not in NOT_METRICS and isinstance(value, (int, float))}
 
 
 def log_results(run_dir: Path, recipe, registries, kind: str, rows: list[dict[str, Any]], step: int,

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from fewstep.errors import ConfigError
+from fewstep.run.tracking import result_values
 
 
 def flat_settings(recipe: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,8 +62,7 @@ class TensorBoardLogger:
     def results(self, kind: str, rows: list[dict[str, Any]], step: int | None) -> None:
         """Eval rows ({"steps": k, <metric>: value, ...}) as the HParams entry (the recipe's settings against
         those values), whose scalars ``eval/<metric>/<k> steps`` sit at the checkpoint's step."""
-        metrics = {f"{kind}/{key}/{row['steps']} steps": float(value) for row in rows for key, value in row.items()
-                   if key not in ("steps", "nfe", "seconds", "samples_per_s") and isinstance(value, (int, float))}
+        metrics = result_values(kind, rows)
         if metrics:
             self.writer.add_hparams(flat_settings(self.run.recipe), metrics, run_name=".", global_step=step)
 

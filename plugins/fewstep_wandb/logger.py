@@ -7,6 +7,7 @@ from typing import Any
 
 from fewstep.errors import ConfigError
 from fewstep.files import write_text
+from fewstep.run.tracking import result_values
 
 ID_FILE = "wandb_id.txt"  # in the run directory: the W&B run that this run continues
 STEP = "step"  # the x-axis of every logged value (a resumed run may log a step again)
@@ -59,8 +60,7 @@ class WandbLogger:
     def results(self, kind: str, rows: list[dict[str, Any]], step: int | None) -> None:
         if self.run is None:
             return
-        values = {f"{kind}/{key}/{row['steps']} steps": float(value) for row in rows for key, value in row.items()
-                  if key not in ("steps", "nfe", "seconds", "samples_per_s") and isinstance(value, (int, float))}
+        values = result_values(kind, rows)
         self.run.log({STEP: step or 0, **values})
         self.run.summary.update(values)
 

@@ -11,7 +11,7 @@ from fewstep.api import evaluate_run, train_recipe
 from fewstep.builtin import NoConfig
 from fewstep.registry import Registrar
 from fewstep.run.records import read_metrics
-from fewstep.run.tracking import JSONL, JsonlLogger, RunInfo, Tracker
+from fewstep.run.tracking import JSONL, JsonlLogger, RunInfo, Tracker, result_values
 
 RECIPE = """\
 data: {{name: eight_gaussians}}
@@ -155,3 +155,10 @@ def test_without_other_loggers_eval_hands_nothing_on(regs_with, write, tmp_path)
     train_recipe(recipe, run_dir=run, registries=regs_with, progress=False)
     evaluate_run(run, regs_with)
     assert Recording.calls == []
+
+
+def test_result_values_name_each_metric_by_kind_and_step_count():
+    rows = [{"steps": 1, "nfe": 1, "seconds": 0.1, "samples_per_s": 9.0, "sw2": 0.5, "energy": 2},
+            {"steps": 8, "nfe": 8, "sw2": 0.25, "note": "text"}]
+    assert result_values("eval", rows) == {"eval/sw2/1 steps": 0.5, "eval/energy/1 steps": 2.0,
+                                           "eval/sw2/8 steps": 0.25}
