@@ -122,8 +122,8 @@ def train(comps: Components, run_dir: Path, *, dist: Dist | None = None, progres
     config = recipe_dict(comps.recipe)
     tracker = (tracker or Tracker.build()) if dist.main else None
     if tracker is not None:  # metrics.jsonl drops the records logged after the checkpoint: they come again
-        group = group or run_dir.parent.name
-        tracker.start(RunInfo(run_dir, group, f"{group}/{run_dir.name}", config, cfg.steps, start))
+        run_group = group or run_dir.parent.name  # (the steps below reuse `group` for optimiser groups)
+        tracker.start(RunInfo(run_dir, run_group, f"{run_group}/{run_dir.name}", config, cfg.steps, start))
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
 
     def checkpoint(step: int) -> None:
