@@ -36,6 +36,8 @@ def run_checks(results: dict[str, Any], checks: list[Check]) -> list[dict[str, A
     out = []
     for data in results["data"]:
         for c in checks:
+            if c.data and data not in c.data:
+                continue
             a, b = lookup(results, data, *c.lhs), lookup(results, data, *c.rhs)
             if a is None or b is None or c.metric not in a or c.metric not in b:
                 out.append({"data": data, "check": c.text, "ok": None, "why": "not measured"})

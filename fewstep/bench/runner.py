@@ -23,7 +23,10 @@ from fewstep.run.tracking import log_results
 
 
 def run_state(job: Job) -> str:
-    """``new``, ``partial`` (resumable) or ``done``; a run that cannot continue is a CheckpointError."""
+    """``new``, ``partial`` (resumable) or ``done``; a run that cannot continue is a CheckpointError. A job
+    that shares an earlier entry's training is ``done``: that entry's job trains (or refuses) the run."""
+    if job.shares is not None:
+        return "done"
     ckpt = latest_checkpoint(job.run_dir)
     if ckpt is None:
         return "new"
@@ -187,7 +190,9 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
     log = log or (lambda msg: None)
     states = {id(j): run_state(j) for j in bench.jobs}  # refuse a mismatched run before training anything
     todo = [j for j in bench.jobs if states[id(j)] != "done"]
-    log(f"{bench.name}: {len(bench.jobs)} runs, {len(bench.jobs) - len(todo)} already trained")
+    shared = sum(j.shares is not None for j in bench.jobs)
+    log(f"{bench.name}: {len(bench.jobs)} runs, {len(bench.jobs) - len(todo) - shared} already trained"
+        + (f", {shared} sampling another entry's training" if shared else ""))
     parallel = {id(j) for j in todo} if jobs > 1 and len(todo) > 1 else set()
     if parallel:
         train_parallel(todo, jobs, device, log, bench.name)
@@ -202,6 +207,8 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
             train_recipe(None, recipe=job.recipe, run_dir=job.run_dir, registries=regs, device=device,
                          progress=progress, label=f"{job.entry}/{job.data}/s{job.seed}", group=bench.name)
             log(f"{tag}: trained in {time.perf_counter() - t0:.0f} s")
+        elif job.shares is not None:
+            log(f"{tag}: trained as {job.shares}, evaluated with its own sampling settings")
         elif not job.train:
             log(f"{tag}: evaluating the finished run {job.run_dir}")
         elif id(job) not in parallel:
@@ -213,7 +220,8 @@ def run_bench(bench: Bench, regs, *, device: str | None = None, progress: bool =
                      "run": str(job.run_dir), "train_steps": job.recipe.train.steps,
                      "reference_steps": job.recipe.eval.reference_steps,
                      "train_seconds_per_step": seconds_per_step(job.run_dir), "evals": evals})
-    evaluate_equal_time(runs, bench.jobs, regs, bench.spec.eval.seeds, device, log)
+    if bench.spec.eval.equal_time:
+        evaluate_equal_time(runs, bench.jobs, regs, bench.spec.eval.seeds, device, log)
     return {"bench": bench.name, "file": str(bench.path), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "entries": {k: e.label or k for k, e in bench.spec.entries.items()},
             "data": bench.data_names, "runs": runs, "summary": summarise(runs),

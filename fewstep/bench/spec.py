@@ -60,6 +60,9 @@ class BenchEval(_Strict):
     metrics: Optional[list[Union[str, dict[str, Any]]]] = Field(None, description="Metrics; null = each recipe's.")
     n_samples: Optional[int] = Field(None, ge=2, description="Samples per step count; null = each recipe's.")
     seeds: list[Seed] = Field([0], min_length=1, description="Sampling seeds per trained model (mean and spread).")
+    equal_time: bool = Field(
+        True, description="Also compare the entries at the fastest entry's training time (a kept checkpoint "
+                          "each); false for ablations whose entries cost the same.")
 
 
 class BenchSpec(_Strict):
@@ -70,14 +73,16 @@ class BenchSpec(_Strict):
     shared: dict[str, Any] = Field(default_factory=dict, description="Dotted overrides for every entry.")
     seeds: list[Seed] = Field([0], min_length=1, description="Training seeds (train.seed); a run per seed.")
     eval: BenchEval = Field(default_factory=BenchEval)
-    checks: list[str] = Field(default_factory=list, description='Claims such as "energy: imm@2 <= fm@8".')
+    checks: list[str] = Field(default_factory=list, description='Claims such as "energy: imm@2 <= fm@8", checked '
+                              'on every data set, or "energy[checkerboard]: ..." on the data sets named.')
 
 
 @dataclass
 class Job:
     """One run of a bench: an entry on a data set with a training seed. A job of a ``run:`` entry is
     evaluated only (``train`` false), and its evaluations are cached under the bench's folder, not in
-    the run it names."""
+    the run it names. So is a job whose recipe trains what an earlier entry's job trains (it differs in
+    sampler, eval or output settings only): ``shares`` names that entry, whose run it evaluates."""
 
     entry: str
     label: str
@@ -87,6 +92,7 @@ class Job:
     run_dir: Path
     train: bool = True
     eval_cache: Optional[Path] = None
+    shares: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.eval_cache is None:
@@ -95,7 +101,7 @@ class Job:
 
 @dataclass
 class Check:
-    """``metric: lhs@k OP [c *] rhs@j`` on mean values, evaluated per data set."""
+    """``metric[data, ...]: lhs@k OP [c *] rhs@j`` on mean values, evaluated per data set (those named, or all)."""
 
     text: str
     metric: str
@@ -103,6 +109,7 @@ class Check:
     op: str
     factor: float
     rhs: tuple[str, int]
+    data: tuple[str, ...] = ()  # the data sets it applies to; () = every data set of the bench
 
 
 @dataclass
@@ -123,18 +130,26 @@ class Bench:
         return list(self.spec.entries)
 
 
-_CHECK = re.compile(r"^\s*([\w\-]+)\s*:\s*(\w+)@(\d+)\s*(<=|<|>=|>)\s*(?:([0-9.eE+-]+)\s*\*\s*)?(\w+)@(\d+)\s*$")
+_CHECK = re.compile(r"^\s*([\w\-]+)\s*(?:\[([\w\-,\s]+)\])?\s*:\s*(\w+)@(\d+)\s*(<=|<|>=|>)\s*"
+                    r"(?:([0-9.eE+-]+)\s*\*\s*)?(\w+)@(\d+)\s*$")
 
 
-def parse_check(text: str, entries: list[str]) -> Check:
+def parse_check(text: str, entries: list[str], data: Sequence[str] | None = None) -> Check:
+    """``metric[data, ...]: lhs@k OP [factor *] rhs@j``; the bracket (optional) limits the check to those data
+    sets, which must be among ``data`` (the bench's) when that is given."""
     m = _CHECK.match(text)
     if not m:
-        raise ValueError('expected "metric: entry@steps <= [factor *] entry@steps", e.g. "energy: imm@2 <= fm@8"')
-    metric, a, k, op, factor, b, j = m.groups()
+        raise ValueError('expected "metric: entry@steps <= [factor *] entry@steps", e.g. "energy: imm@2 <= fm@8" '
+                         '(or "energy[checkerboard]: ..." for one data set)')
+    metric, only, a, k, op, factor, b, j = m.groups()
     for e in (a, b):
         if e not in entries:
             raise ValueError(f"unknown entry {e!r} (entries: {', '.join(entries)})")
-    return Check(text.strip(), metric, (a, int(k)), op, float(factor) if factor else 1.0, (b, int(j)))
+    names = tuple(n.strip() for n in only.split(",")) if only else ()
+    for n in names:
+        if data is not None and n not in data:
+            raise ValueError(f"unknown data set {n!r} (data: {', '.join(data)})")
+    return Check(text.strip(), metric, (a, int(k)), op, float(factor) if factor else 1.0, (b, int(j)), names)
 
 
 def _data_label(spec: Union[str, dict[str, Any]]) -> str:
@@ -147,6 +162,7 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None, *, ov
     each problem as ``file:line:col field: message``. ``overrides`` (``a.b=value``, as ``--set``) join
     the file's ``shared`` section (``train.steps=200`` smoke-tests a bench); ``only`` keeps those entries."""
     from fewstep.plugins import get_registries
+    from fewstep.run.rundir import same_training
 
     regs = regs or get_registries()
     source = load_yaml(path)
@@ -180,7 +196,8 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None, *, ov
     checks = []
     for i, text in enumerate(spec.checks):
         try:
-            checks.append(parse_check(text, list(spec.entries)))
+            checks.append(parse_check(text, list(spec.entries),
+                                      [_data_label(d) for d in spec.data] if spec.data else None))
         except ValueError as exc:
             where, _ = source.locate(("checks", i))
             problems.append(f"{where} checks[{i}]: {exc}")
@@ -207,6 +224,13 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None, *, ov
                     problems += [line for line in exc.lines() if line not in problems]
                     continue
                 dname = _data_label(data) if data is not None else recipe.data.name
+                owner = next((j for j in jobs if j.train and (j.data, j.seed) == (dname, seed)
+                              and same_training(j.recipe, recipe)), None)
+                if owner is not None:  # the same weights as an earlier entry's: evaluate its run
+                    jobs.append(Job(key, entry.label or key, dname, seed, recipe, owner.run_dir, train=False,
+                                    eval_cache=out_dir / "evals" / f"{key}-{dname}-s{seed}.json",
+                                    shares=owner.entry))
+                    continue
                 run = out_dir / "runs" / f"{key}-{dname}-s{seed}"
                 jobs.append(Job(key, entry.label or key, dname, seed, recipe, run))
     if problems:

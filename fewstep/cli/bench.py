@@ -45,7 +45,8 @@ def bench(
     spec = load_bench(bench_file, out, regs, overrides=set_ or [], only=only or [])
     if check_only:
         for job in spec.jobs:
-            print(f"ok  {job.entry} on {job.data} seed {job.seed} -> {job.run_dir}")
+            shares = f" (trained as {job.shares})" if job.shares else ""
+            print(f"ok  {job.entry} on {job.data} seed {job.seed} -> {job.run_dir}{shares}")
         return
     from fewstep.bench.report import print_tables, run_checks, write_outputs
     from fewstep.bench.runner import run_bench

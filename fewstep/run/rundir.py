@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "init"), ("train", "log_every
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("train", "spike_factor"),
                      ("train", "loggers"), ("output",), ("eval",), ("sampler",),
                      *NUMERIC_CHANGES}
+SAMPLING_ONLY = {("eval",), ("sampler",), ("output",)}  # fields that leave the trained weights as they are
 
 
 def group_dir(recipe, recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
@@ -110,6 +111,11 @@ def _within(path: tuple, prefixes) -> bool:
 def blocking_changes(run_dir: Path, recipe) -> list[str]:
     """Recipe fields that differ from the run's checkpoint in ways that forbid resuming."""
     return [".".join(map(str, d)) for d in _changes(run_dir, recipe) if not _within(d, RESUMABLE_CHANGES)]
+
+
+def same_training(a, b) -> bool:
+    """Whether recipes ``a`` and ``b`` train the same weights: they differ in sampling, eval and output only."""
+    return all(_within(d, SAMPLING_ONLY) for d in recipe_diff(recipe_dict(a), recipe_dict(b)))
 
 
 def numeric_changes(run_dir: Path, recipe) -> list[str]:

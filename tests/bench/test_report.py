@@ -19,6 +19,17 @@ def test_checks_parse_and_evaluate_on_each_data_set():
             parse_check(bad, ["fm", "imm"])
 
 
+def test_a_check_can_name_the_data_sets_it_applies_to():
+    c = parse_check("sw2[b, c]: imm@1 <= fm@1", ["fm", "imm"], ["a", "b", "c"])
+    assert c.data == ("b", "c")
+    results = {"data": ["a", "b"], "summary": [
+        {"data": d, "entry": e, "steps": 1, "sw2": v} for d, e, v in
+        (("a", "fm", 1.0), ("a", "imm", 2.0), ("b", "fm", 1.0), ("b", "imm", 0.5))]}
+    assert [(r["data"], r["ok"]) for r in run_checks(results, [c])] == [("b", True)]  # a's failure not judged
+    with pytest.raises(ValueError, match="unknown data set 'd'"):
+        parse_check("sw2[d]: imm@1 <= fm@1", ["fm", "imm"], ["a", "b"])
+
+
 def _results():
     """Two entries on one data set, one metric, two step counts; 'b' measured at 1 step only."""
     rec = {"data": "moons", "n": 2, "nfe": 1, "samples_per_s": 1000.0, "train_seconds_per_step": 0.002,

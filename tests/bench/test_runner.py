@@ -209,6 +209,12 @@ def test_entries_are_compared_again_at_the_fastest_entrys_training_time(bench_fi
     text = markdown(results)
     assert "## At equal training time" in text and "### moons: 20 s of training" in text
 
+    bench.spec.eval.equal_time = False  # an ablation whose entries cost the same: no second comparison
+    results = run_bench(bench, regs, progress=False)
+    assert results["equal_time"] == [] and "equal training time" not in markdown(results)
+    assert {(r["data"], r["entry"], r["steps"]): r["energy"] for r in results["summary"]} == \
+        {k: r["energy"] for k, r in full.items()}  # the fixed-step figures, from the cache, unchanged
+
 
 def test_step_within_takes_the_last_checkpoint_inside_the_budget(tmp_path):
     from fewstep.bench.runner import equal_time_budgets, step_within
@@ -271,3 +277,28 @@ def test_each_run_reports_to_the_benchs_loggers_grouped_by_bench_name(bench_file
             row = next(r for r in rows if r["steps"] == steps)
             seeds = [next(x for x in e["rows"] if x["steps"] == steps) for e in run["evals"]]
             assert row["energy"] == pytest.approx(sum(x["energy"] for x in seeds) / len(seeds), rel=1e-12)
+
+
+def test_an_entry_that_changes_only_sampling_reuses_the_training_of_an_earlier_entry(bench_file, tmp_path, regs):
+    """An entry whose recipe differs from an earlier entry's only in sampler, eval or output settings is not
+    trained again: it evaluates that entry's run with its own sampler (cache in the bench's evals/). An entry
+    that changes training is trained on its own."""
+    out = tmp_path / "out"
+    _with_entry(bench_file, "  again: {recipe: imm.yaml, set: {sampler: {name: restart}}}\n"
+                            "  k4: {recipe: imm.yaml, set: {objective.k: 4}}")
+    bench = load_bench(bench_file, out, regs)
+    jobs = {j.entry: j for j in bench.jobs}
+    assert jobs["again"].shares == "imm" and not jobs["again"].train
+    assert jobs["again"].run_dir == jobs["imm"].run_dir and jobs["again"].eval_cache == out / "evals" / \
+        "again-eight_gaussians-s0.json"
+    assert jobs["k4"].shares is None and jobs["k4"].run_dir != jobs["imm"].run_dir
+
+    res = runner.invoke(app, ["bench", str(bench_file), "--out", str(out), "-q", "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["fm-eight_gaussians-s0", "imm-eight_gaussians-s0",
+                                                                 "k4-eight_gaussians-s0"]
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["entry"], r["steps"]): r["energy"] for r in results["summary"]}
+    assert rows[("again", 1)] == rows[("imm", 1)]   # one step is one jump under either sampler
+    assert rows[("again", 2)] != rows[("imm", 2)]   # two steps: restart re-noises, pushforward does not
+    assert run_state(load_bench(bench_file, out, regs).jobs[-2]) == "done"

@@ -13,6 +13,8 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("edit, expected", [
     (("checks: [", "checks: [\"energy: ct@1 < fm@1\", "), "tiny.yaml:10:10 checks[0]: unknown entry 'ct'"),
+    (("checks: [", "checks: [\"energy[mons]: imm@1 < fm@1\", "),
+     "tiny.yaml:10:10 checks[0]: unknown data set 'mons' (data: eight_gaussians, moons)"),
     (("imm: {recipe: imm.yaml}", "imm: {recipe: nope.yaml}"), "tiny.yaml:4:9 entries.imm.recipe: no such file"),
     (("imm: {recipe: imm.yaml}", "imm: {recipe: imm.yaml, run: old}"),
      "tiny.yaml:4:3 entries.imm: give either recipe (a recipe to train) or run (a finished run to evaluate)"),
