@@ -41,7 +41,8 @@ class IMMConfig(ComponentConfig):
                                      "leaving a median-seeking paired term (docs/imm.md §11); 0 = off (the paper).")
     small_gap_kernel: KernelRef = component_ref(
         "kernels", "rbf", "Kernel for groups whose gap t - s is below small_gap, e.g. rbf or smooth_laplace: smooth "
-                          "at zero, so the paired term seeks the mean (docs/imm.md §11); used only when small_gap > 0")
+                          "at zero, so the paired term seeks the mean while w~ d is small, which needs "
+                          "bandwidth_min_gap = small_gap too (docs/imm.md §11); used only when small_gap > 0")
     small_gap: float = Field(
         0.0, ge=0, lt=1, description="Gap t - s below which small_gap_kernel replaces kernel; 0 = off (the paper).")
     mapping: Literal["eta", "t", "lambda", "inv_eta"] = Field(
