@@ -7,11 +7,12 @@ A bench file names its entries (each a recipe plus overrides) and what they shar
       fm:  {recipe: fm_toy.yaml, label: FM (Euler)}      # recipe paths are relative to this file
       imm: {recipe: imm_toy.yaml, set: {objective.k: 10}}
       paper: {run: runs/imported/imm_cifar10}            # a finished (or imported) run: evaluated only
+      imm_restart: {recipe: imm_toy.yaml, set: {objective.k: 10, sampler: {name: restart}}}  # imm's runs, resampled
     data: [eight_gaussians, checkerboard]                 # every entry on every data set
     shared: {train.steps: 3000, network: {name: mlp}}     # the same for every entry
     seeds: [0]                                            # training seeds (train.seed)
     eval: {steps: [1, 2, 4, 8], reference_steps: 64, metrics: [energy, sw2], n_samples: 4096, seeds: [0, 1, 2]}
-    checks: ["energy: imm@2 <= fm@8", "sw2: imm@1 <= 0.25 * fm@1"]
+    checks: ["energy: imm@2 <= fm@8", "sw2: imm@1 <= 0.25 * fm@1", "energy[checkerboard]: imm@8 <= imm@1"]
 
 :func:`load_bench` validates every (entry, data, seed) recipe before anything trains, so a typo in
 the last entry costs nothing; each problem is one line naming the bench file and the field.
