@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, create_model
 
-from fewstep.errors import PluginError, UnknownComponentError
+from fewstep.errors import ConfigError, PluginError, UnknownComponentError
 from fewstep.validation import StrictModel
 
 KINDS = ("interpolants", "networks", "kernels", "objectives", "samplers", "datasets", "metrics", "loggers")
@@ -34,6 +34,23 @@ SINGULAR = {
 class ComponentConfig(StrictModel):
     """Base of every component's Config: unknown fields are errors, values are validated on assignment,
     booleans are not numbers and floats are finite (:class:`fewstep.validation.StrictModel`)."""
+
+
+def missing_package(module: str, extra: str, who: str, loc: tuple) -> list[tuple[tuple, str]]:
+    """``resources()`` of a component that needs an optional package (:class:`fewstep.protocols.NamesResources`):
+    nothing when ``module`` is importable, else one note at ``loc`` naming the pip extra that installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return []
+    return [(loc, f"{who} needs the {module} package: pip install 'fewstep[{extra}]'")]
+
+
+def require_resources(cfg) -> None:
+    """Raise the first of ``cfg.resources()`` as a one-line ConfigError: for a component about to use them,
+    where ``fewstep check`` only noted them."""
+    for loc, problem in cfg.resources():
+        raise ConfigError(f"{'.'.join(map(str, loc))}: {problem}")
 
 
 def resolve(ref: Callable | str) -> Any:

@@ -84,3 +84,21 @@ def test_build_ref_from_python_uses_the_given_registries(regs):
         build_ref("nope", "kernels", registries=regs)
     with pytest.raises(fewstep.errors.PluginError, match="expected a sampler, got kernel 'laplace'"):
         build_ref(recipe(regs).objective.kernel, "samplers")
+
+
+def test_missing_package_is_a_note_naming_the_extra_and_require_raises_it_as_one_line():
+    from fewstep.errors import ConfigError
+    from fewstep.registry import missing_package, require_resources
+
+    assert missing_package("json", "x", "the x logger", ("train", "loggers")) == []
+    notes = missing_package("no_such_module_fewstep", "tb", "the tb logger", ("train", "loggers"))
+    assert notes == [(("train", "loggers"),
+                      "the tb logger needs the no_such_module_fewstep package: pip install 'fewstep[tb]'")]
+
+    class Cfg:
+        def resources(self):
+            return notes
+
+    with pytest.raises(ConfigError, match=r"^train\.loggers: the tb logger needs the no_such_module_fewstep "
+                                          r"package: pip install 'fewstep\[tb\]'$"):
+        require_resources(Cfg())

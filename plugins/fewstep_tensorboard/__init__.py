@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from fewstep.hookspecs import hookimpl
-from fewstep.registry import ComponentConfig
+from fewstep.registry import ComponentConfig, missing_package
 
 
 class TensorBoardConfig(ComponentConfig):
@@ -22,12 +22,7 @@ class TensorBoardConfig(ComponentConfig):
 
     def resources(self) -> list[tuple[tuple, str]]:
         """What ``fewstep check`` notes before a run: the tensorboard package, when it is not installed."""
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is not None:
-            return []
-        return [(("train", "loggers"),
-                 "the tensorboard logger needs the tensorboard package: pip install 'fewstep[tensorboard]'")]
+        return missing_package("tensorboard", "tensorboard", "the tensorboard logger", ("train", "loggers"))
 
 
 @hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fewstep.errors import ConfigError
+from fewstep.registry import require_resources
 from fewstep.run.tracking import result_values
 
 
@@ -27,8 +27,7 @@ class TensorBoardLogger:
     HParams, in ``<run>/<subdir>``."""
 
     def __init__(self, cfg):
-        for loc, problem in cfg.resources():  # the package: one line naming the extra
-            raise ConfigError(f"{'.'.join(loc)}: {problem}")
+        require_resources(cfg)  # the package: one line naming the extra
         self.cfg, self.writer, self.run = cfg, None, None
 
     def start(self, run) -> None:

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from fewstep.hookspecs import hookimpl
-from fewstep.registry import ComponentConfig
+from fewstep.registry import ComponentConfig, missing_package
 
 
 class WandbConfig(ComponentConfig):
@@ -29,11 +29,7 @@ class WandbConfig(ComponentConfig):
 
     def resources(self) -> list[tuple[tuple, str]]:
         """What ``fewstep check`` notes before a run: the wandb package, when it is not installed."""
-        import importlib.util
-
-        if importlib.util.find_spec("wandb") is not None:
-            return []
-        return [(("train", "loggers"), "the wandb logger needs the wandb package: pip install 'fewstep[wandb]'")]
+        return missing_package("wandb", "wandb", "the wandb logger", ("train", "loggers"))
 
 
 @hookimpl

@@ -5,8 +5,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from fewstep.errors import ConfigError
 from fewstep.files import write_text
+from fewstep.registry import require_resources
 from fewstep.run.tracking import result_values
 
 ID_FILE = "wandb_id.txt"  # in the run directory: the W&B run that this run continues
@@ -28,8 +28,7 @@ class WandbLogger:
     in the summary."""
 
     def __init__(self, cfg):
-        for loc, problem in cfg.resources():  # the package: one line naming the extra
-            raise ConfigError(f"{'.'.join(loc)}: {problem}")
+        require_resources(cfg)  # the package: one line naming the extra
         self.cfg, self.run = cfg, None
 
     def start(self, run) -> None:
