@@ -153,6 +153,11 @@ def parse_check(text: str, entries: list[str], data: Sequence[str] | None = None
     return Check(text.strip(), metric, (a, int(k)), op, float(factor) if factor else 1.0, (b, int(j)), names)
 
 
+def _job_name(entry: str, data: str, seed: int) -> str:
+    """``<entry>-<data>-s<seed>``: a job's run folder under runs/, or its evaluation cache under evals/."""
+    return f"{entry}-{data}-s{seed}"
+
+
 def _data_label(spec: Union[str, dict[str, Any]]) -> str:
     return spec if isinstance(spec, str) else str(spec.get("name", "data"))
 
@@ -229,10 +234,10 @@ def load_bench(path: str | Path, out: str | Path | None = None, regs=None, *, ov
                               and same_training(j.recipe, recipe)), None)
                 if owner is not None:  # the same weights as an earlier entry's: evaluate its run
                     jobs.append(Job(key, entry.label or key, dname, seed, recipe, owner.run_dir, train=False,
-                                    eval_cache=out_dir / "evals" / f"{key}-{dname}-s{seed}.json",
+                                    eval_cache=out_dir / "evals" / f"{_job_name(key, dname, seed)}.json",
                                     shares=owner.entry))
                     continue
-                run = out_dir / "runs" / f"{key}-{dname}-s{seed}"
+                run = out_dir / "runs" / _job_name(key, dname, seed)
                 jobs.append(Job(key, entry.label or key, dname, seed, recipe, run))
     if problems:
         raise RecipeError(problems)
@@ -265,7 +270,7 @@ def _run_job(bench_path: Path, source, spec: BenchSpec, key: str, entry: EntrySp
         raise RecipeError([f"{field}: the run was trained on {data!r}, not on the bench's data ({', '.join(names)})"])
     seed = recipe.train.seed
     return Job(key, entry.label or key, data, seed, recipe, run_dir, train=False,
-               eval_cache=out_dir / "evals" / f"{key}-{data}-s{seed}.json")
+               eval_cache=out_dir / "evals" / f"{_job_name(key, data, seed)}.json")
 
 
 def _entry_recipe(source: Source, bench_path: Path, spec: BenchSpec, key: str, entry: EntrySpec,

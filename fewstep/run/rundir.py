@@ -27,11 +27,10 @@ from fewstep.version import __version__
 #   from its checkpoint, but not bit for bit as an uninterrupted run would (other kernels, other float
 #   rounding; a switch to fp16 starts a fresh loss scale), and training says so when it resumes.
 NUMERIC_CHANGES = {("train", "device"), ("train", "threads"), ("train", "precision"), ("train", "compile")}
+SAMPLING_ONLY = {("eval",), ("sampler",), ("output",)}  # fields that leave the trained weights as they are
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "init"), ("train", "log_every"), ("train", "checkpoint_every"),
                      ("train", "keep_checkpoints"), ("train", "sample_every"), ("train", "spike_factor"),
-                     ("train", "loggers"), ("output",), ("eval",), ("sampler",),
-                     *NUMERIC_CHANGES}
-SAMPLING_ONLY = {("eval",), ("sampler",), ("output",)}  # fields that leave the trained weights as they are
+                     ("train", "loggers"), *SAMPLING_ONLY, *NUMERIC_CHANGES}
 
 
 def group_dir(recipe, recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
