@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/imm_small_gaps.py RUN [RUN ...] [--gap 0.01] [--t 0.3 0.5 0.85]
 
-For each run (a finished run on 2-D data under OT-FM, any objective) and each time t: x_t drawn from the data
-and the prior, the map's denoised estimate x^ = x_t - t v^ with the velocity its small-gap map implies,
+For each run (a finished run on 2-D data, any objective and interpolant) and each time t: x_t drawn from the data
+and the prior, the map's denoised estimate x^ (x_t - t v^ under OT-FM) from the velocity its small-gap map implies,
 v^ = (x_t - f(x_t, t - gap, t)) / gap; and, independently of the model, the Monte-Carlo posterior of x given
 x_t over a large data sample (fewstep.eval.posterior): its mean, and its geometric median. Printed per t: the
 mean distance of x^ to each, and the share of points where x^ is closer to the median. A map trained to the
@@ -24,17 +24,19 @@ from fewstep.eval.posterior import geometric_median, posterior_weights
 
 def measure(run, t: float, gap: float, n: int, n_data: int) -> dict[str, float]:
     """Distances of the map's denoised estimate at time t to the posterior's mean and median (one run)."""
-    fm, ds = run.flowmap, run.dataset
-    sd = fm.interpolant.sigma_d
+    fm, ds, ip = run.flowmap, run.dataset, run.flowmap.interpolant
     data = ds.sample(n_data, torch.Generator().manual_seed(1)).x.double()
     x0 = ds.sample(n, torch.Generator().manual_seed(2)).x.double()
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    x_t = (1 - t) * x0 + t * sd * noise  # OT-FM: alpha_t = 1 - t, sigma_t = t (prior N(0, sigma_d^2 I))
-    tt = torch.full((n,), t, dtype=torch.float32)
+    noise = ip.prior(tuple(x0.shape), torch.Generator().manual_seed(3), dtype=torch.float64)  # std sigma_d
+    tt = torch.tensor(t, dtype=torch.float64)
+    a, s, da, ds_dt = ip.alpha(tt).item(), ip.sigma(tt).item(), ip.d_alpha(tt).item(), ip.d_sigma(tt).item()
+    x_t = ip.interpolate(x0, noise, tt)
+    times = torch.full((n,), t, dtype=torch.float32)
     with torch.no_grad():
-        f = fm.f(x_t.float(), tt - gap, tt).double()
-    x_hat = x_t - t * (x_t - f) / gap
-    w = posterior_weights(x_t, data, 1 - t, t * sd)
+        v = (x_t - fm.f(x_t.float(), times - gap, times).double()) / gap
+    # x_t = a x + s eps and v = a' x + s' eps, solved for x (OT-FM: x = x_t - t v)
+    x_hat = (ds_dt * x_t - s * v) / (ds_dt * a - s * da)
+    w = posterior_weights(x_t, data, a, s * ip.sigma_d)
     mean, median = w @ data, geometric_median(data, w, iters=100, tol=1e-6)  # error << the distances reported
     d_mean, d_median = (x_hat - mean).norm(dim=1), (x_hat - median).norm(dim=1)
     return {"d_mean": d_mean.mean().item(), "d_median": d_median.mean().item(),
